@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -124,11 +125,38 @@ static int validate_uow(store_t *s, store_uow_t *uow, chr_err_t *err)
     return CHR_OK;
 }
 
-int store_commit(store_t *s, store_uow_t *uow, chr_err_t *err)
+int store_commit_async(store_t *s, store_uow_t *uow, chr_err_t *err, store_done_fn done,
+                       void *user)
 {
     int rc = validate_uow(s, uow, err);
     if (rc) return rc;
-    return s->ops->commit(s, uow, err);
+    return s->ops->commit_async(s, uow, err, done, user);
+}
+
+typedef struct sync_wait {
+    sem_t sem;
+    int rc;
+} sync_wait_t;
+
+static void sync_done(void *user, int rc)
+{
+    sync_wait_t *w = user;
+    w->rc = rc;
+    sem_post(&w->sem);
+}
+
+int store_commit(store_t *s, store_uow_t *uow, chr_err_t *err)
+{
+    sync_wait_t w = {.rc = CHR_OK};
+    sem_init(&w.sem, 0, 0);
+    int rc = store_commit_async(s, uow, err, sync_done, &w);
+    if (rc == CHR_OK) {
+        while (sem_wait(&w.sem) != 0) {
+        } /* EINTR: keep waiting, the writer will post */
+        rc = w.rc;
+    }
+    sem_destroy(&w.sem);
+    return rc;
 }
 
 int store_append(store_t *s, const char *stream, int64_t expected, event_t *events, size_t n,

@@ -105,9 +105,15 @@ typedef struct store_counters {
     uint64_t batch_hist[8];  /* units per commit: 1, 2-3, 4-7, ... 128+ */
 } store_counters_t;
 
+/* Completion of an asynchronous commit: rc is the unit's final status (its
+ * err and appends are filled). Called on the store's writer thread: do not
+ * block, do not commit from inside it. */
+typedef void (*store_done_fn)(void *user, int rc);
+
 typedef struct store_ops {
     const char *name;
-    int (*commit)(store_t *s, store_uow_t *uow, chr_err_t *err);
+    int (*commit_async)(store_t *s, store_uow_t *uow, chr_err_t *err, store_done_fn done,
+                        void *user);
     int (*read_stream)(store_t *s, const char *stream, int64_t from_version, size_t limit,
                        bool backwards, event_list_t *out, chr_err_t *err);
     int (*read_all)(store_t *s, int64_t after, size_t limit, const char *const *types,
@@ -154,6 +160,14 @@ void store_close(store_t *s);
  * written. CHR_ECONFLICT fills err->conflict with expected and actual
  * versions. On success the appends' out fields and events are filled. */
 int store_commit(store_t *s, store_uow_t *uow, chr_err_t *err);
+
+/* Queues a unit of work and returns at once; done(user, rc) runs once the
+ * unit's batch is committed (durable) or failed. uow, its events and err must
+ * stay alive until then. Returns CHR_OK when queued, or an error (validation,
+ * shutdown) without calling done. Lets a server suspend a request instead of
+ * holding a thread while the batch commits. */
+int store_commit_async(store_t *s, store_uow_t *uow, chr_err_t *err, store_done_fn done,
+                       void *user);
 
 /* Convenience: one append as its own unit of work. *version_out may be NULL. */
 int store_append(store_t *s, const char *stream, int64_t expected, event_t *events, size_t n,
