@@ -90,8 +90,10 @@ int event_validate(const event_t *ev, size_t max_bytes, const char *prefix, chr_
     if (ev->metadata) {
         snprintf(f, sizeof f, "%smetadata", prefix);
         j = json_loadb(ev->metadata, mlen, JSON_REJECT_DUPLICATES, &je);
-        if (!j) return chr_fail(err, CHR_EINVAL, f, "%s is not a valid JSON object: %s", f, je.text);
+        if (!j) return chr_fail(err, CHR_EINVAL, f, "%s is not valid JSON: %s", f, je.text);
+        bool object = json_is_object(j);
         json_decref(j);
+        if (!object) return chr_fail(err, CHR_EINVAL, f, "%s must be a JSON object", f);
     }
     return CHR_OK;
 }
@@ -108,6 +110,7 @@ int event_init(event_t *ev, const char *id, const char *stream, const char *type
                const char *data, const char *metadata)
 {
     memset(ev, 0, sizeof *ev);
+    if (id && strlen(id) > UUID_STR_LEN) return CHR_EINVAL; /* never truncate into a valid id */
     if (id) snprintf(ev->id, sizeof ev->id, "%s", id);
     int oom = 0;
     ev->stream = dup_or_null(stream, &oom);
@@ -167,10 +170,10 @@ json_t *event_to_json(const event_t *ev)
     char ts[TIMEFMT_LEN + 1];
     time_format_us(ev->timestamp, ts);
     json_t *data = ev->data ? json_loads(ev->data, JSON_DECODE_ANY, NULL) : NULL;
-    json_t *meta = ev->metadata ? json_loads(ev->metadata, 0, NULL) : NULL;
+    json_t *meta = ev->metadata ? json_loads(ev->metadata, 0, NULL) : json_object();
     return json_pack("{s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:s}", "id", ev->id, "stream",
                      ev->stream ? ev->stream : "", "type", ev->type ? ev->type : "", "version",
                      (json_int_t)ev->version, "position", (json_int_t)ev->position, "data",
-                     data ? data : json_null(), "metadata", meta ? meta : json_object(),
+                     data ? data : json_null(), "metadata", meta ? meta : json_null(),
                      "timestamp", ts);
 }

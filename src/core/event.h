@@ -51,7 +51,8 @@ int event_validate(const event_t *ev, size_t max_bytes, const char *field_prefix
 
 /* Initialises ev with copies of the given strings (data/metadata may be NULL;
  * NULL data becomes "{}"). id may be NULL or "" to let the store generate one.
- * Returns CHR_OK or CHR_ENOMEM. */
+ * Returns CHR_OK, CHR_EINVAL when id is longer than a UUID (it is never
+ * truncated), or CHR_ENOMEM. */
 int event_init(event_t *ev, const char *id, const char *stream, const char *type,
                const char *data, const char *metadata);
 
@@ -70,8 +71,8 @@ void event_list_free(event_list_t *list);
 
 /* The event as a JSON object {id, stream, type, version, position, data,
  * metadata, timestamp}: a new reference, NULL on allocation failure.
- * data/metadata that fail to parse (cannot happen for stored events) are
- * emitted as null. */
+ * Absent metadata is {}; data/metadata that fail to parse (cannot happen for
+ * stored events) are emitted as null. */
 json_t *event_to_json(const event_t *ev);
 
 #endif

@@ -254,7 +254,7 @@ void store_notify_commit(store_t *s, int64_t head)
     size_t count = n->n_listeners;
     listener_t local[16];
     listener_t *ls = count <= 16 ? local : malloc(count * sizeof *ls);
-    if (ls) memcpy(ls, n->listeners, count * sizeof *ls);
+    if (ls && count) memcpy(ls, n->listeners, count * sizeof *ls);
     pthread_mutex_unlock(&n->lock);
     if (!ls) return;
     for (size_t i = 0; i < count; i++) ls[i].fn(ls[i].user, head);

@@ -49,7 +49,8 @@ typedef struct store_append {
     event_t *events;
     size_t n_events;
     /* out */
-    int64_t version;  /* the stream's version after the append */
+    int64_t version;  /* the stream's version after the append; for an idempotent
+                         replay, the version the original append produced */
     bool idempotent;  /* true when every event was already stored: nothing written */
 } store_append_t;
 

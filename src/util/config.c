@@ -125,7 +125,6 @@ int config_from_env(config_t *cfg, chr_err_t *err)
     snprintf(cfg->listen_host, sizeof cfg->listen_host, "127.0.0.1");
     cfg->port = 8080;
     snprintf(cfg->log_level, sizeof cfg->log_level, "info");
-    snprintf(cfg->role, sizeof cfg->role, "all");
     cfg->sync = STORE_SYNC_FULL;
     cfg->max_body_bytes = 1u << 20;
     cfg->max_event_bytes = EVENT_DEFAULT_MAX_BYTES;

@@ -17,10 +17,8 @@ typedef struct config {
     char database_url[512]; /* DATABASE_URL / --database */
     char listen_host[256];  /* from --listen HOST:PORT */
     int port;               /* PORT / --port / --listen */
-    char app_path[1024];    /* APP / --app */
     char api_secrets[2048]; /* API_SECRET / --api-secret: comma-separated */
     char log_level[16];     /* LOG_LEVEL / --log-level: debug|info|warn|error */
-    char role[16];          /* ROLE / --role: all|api|worker */
     store_sync_t sync;      /* SQLITE_SYNCHRONOUS / --sqlite-synchronous: full|normal */
     size_t max_body_bytes;  /* MAX_BODY_BYTES / --max-body-bytes */
     size_t max_event_bytes; /* MAX_EVENT_BYTES / --max-event-bytes */

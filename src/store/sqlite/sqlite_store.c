@@ -739,12 +739,17 @@ static void *writer_main(void *arg)
         }
         int64_t now = time_now_us();
         size_t units = 0, events = 0;
+        int64_t head = 0; /* highest position written by a unit that succeeded */
         for (job_t *j = batch; j; j = j->next) {
             j->rc = run_unit(s, j->uow, now, j->err);
-            if (j->rc == CHR_OK) {
-                units++;
-                for (size_t a = 0; a < j->uow->n_appends; a++)
-                    if (!j->uow->appends[a].idempotent) events += j->uow->appends[a].n_events;
+            if (j->rc != CHR_OK) continue;
+            units++;
+            for (size_t a = 0; a < j->uow->n_appends; a++) {
+                store_append_t *ap = &j->uow->appends[a];
+                if (ap->idempotent) continue;
+                events += ap->n_events;
+                if (ap->events[ap->n_events - 1].position > head)
+                    head = ap->events[ap->n_events - 1].position;
             }
         }
         if (step_done(s->w_commit) != SQLITE_OK) {
@@ -756,9 +761,8 @@ static void *writer_main(void *arg)
                 j->rc = CHR_ESTORE;
                 if (j->err) *j->err = berr;
             }
-        } else {
+        } else if (units) {
             count_batch(s, units, events);
-            int64_t head = sqlite3_last_insert_rowid(s->wdb);
             if (events) store_notify_commit(&s->base, head);
         }
         finish_jobs(s, batch);
@@ -937,6 +941,9 @@ static int sq_migrate(store_t *base, chr_err_t *err)
     return rc;
 }
 
+/* Reads migration state on a connection of its own: the reader pool
+ * prepares statements on the events table, which an unmigrated database
+ * does not have yet. */
 static int sq_migrations(store_t *base, store_migration_info_t **out, size_t *n, chr_err_t *err)
 {
     sqlite_store_t *s = (sqlite_store_t *)base;
@@ -946,32 +953,33 @@ static int sq_migrations(store_t *base, store_migration_info_t **out, size_t *n,
         list[i].version = sqlite_migrations[i].version;
         list[i].name = sqlite_migrations[i].name;
     }
-    reader_t *r;
-    int rc = reader_get(s, &r, err);
-    if (rc) {
-        free(list);
-        return rc;
-    }
-    int current = 0;
-    rc = schema_version(r->db, &current, err);
-    if (!rc && current > 0) {
+    sqlite3 *db = NULL;
+    int rc = CHR_OK;
+    if (sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        rc = db_fail(s, db, err, "open");
+    } else {
+        sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+        int current = 0;
+        rc = schema_version(db, &current, err);
         sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(r->db, "SELECT version, applied_at FROM chronicle_migrations", -1,
-                               &st, NULL) == SQLITE_OK) {
-            while (sqlite3_step(st) == SQLITE_ROW) {
-                int v = sqlite3_column_int(st, 0);
-                for (size_t i = 0; i < sqlite_migrations_count; i++) {
-                    if (list[i].version != v) continue;
-                    list[i].applied = true;
-                    list[i].applied_at = sqlite3_column_int64(st, 1);
+        if (!rc && current > 0) {
+            if (sqlite3_prepare_v2(db, "SELECT version, applied_at FROM chronicle_migrations", -1,
+                                   &st, NULL) == SQLITE_OK) {
+                while (sqlite3_step(st) == SQLITE_ROW) {
+                    int v = sqlite3_column_int(st, 0);
+                    for (size_t i = 0; i < sqlite_migrations_count; i++) {
+                        if (list[i].version != v) continue;
+                        list[i].applied = true;
+                        list[i].applied_at = sqlite3_column_int64(st, 1);
+                    }
                 }
+                sqlite3_finalize(st);
+            } else {
+                rc = db_fail(s, db, err, "read migrations");
             }
-            sqlite3_finalize(st);
-        } else {
-            rc = db_fail(s, r->db, err, "read migrations");
         }
     }
-    reader_put(s, r);
+    sqlite3_close(db);
     if (rc) {
         free(list);
         return rc;
@@ -1020,8 +1028,9 @@ static void sq_close(store_t *base)
 
 static int open_writer(sqlite_store_t *s, const store_options_t *o, chr_err_t *err)
 {
-    if (sqlite3_open_v2(s->path, &s->wdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                              SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK)
+    /* Without migrations a new file would be useless: do not create one. */
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (o->migrate ? SQLITE_OPEN_CREATE : 0);
+    if (sqlite3_open_v2(s->path, &s->wdb, flags, NULL) != SQLITE_OK)
         return chr_fail(err, CHR_ESTORE, "DATABASE_URL", "cannot open %s: %s", s->path,
                         s->wdb ? sqlite3_errmsg(s->wdb) : "out of memory");
     int rc = configure(s->wdb, o, true, err);
@@ -1070,8 +1079,9 @@ int sqlite_store_open(const char *path, const store_options_t *o, store_t **out,
 {
     if (strlen(path) >= sizeof(((sqlite_store_t *)0)->path))
         return chr_fail(err, CHR_EINVAL, "DATABASE_URL", "database path is too long");
-    if (o->read_only && access(path, F_OK) != 0)
-        return chr_fail(err, CHR_ENOTFOUND, "DATABASE_URL", "no database at %s", path);
+    if ((o->read_only || !o->migrate) && access(path, F_OK) != 0)
+        return chr_fail(err, CHR_ENOTFOUND, "DATABASE_URL",
+                        "no database at %s; `chronicle migrate up` (or serve) creates it", path);
     sqlite_store_t *s = calloc(1, sizeof *s);
     if (!s) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
     s->base.ops = &sqlite_ops;
