@@ -34,6 +34,7 @@ const char *chr_status_name(int code)
     case CHR_ESTORE: return "store_error";
     case CHR_ENOMEM: return "out_of_memory";
     case CHR_EUNAVAILABLE: return "unavailable";
+    case CHR_EPRECONDITION: return "precondition_failed";
     default: return "unknown";
     }
 }

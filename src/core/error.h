@@ -20,6 +20,7 @@ typedef enum chr_status {
     CHR_ESTORE = -5,     /* the store failed (I/O, corruption, unreachable) */
     CHR_ENOMEM = -6,     /* allocation failed */
     CHR_EUNAVAILABLE = -7, /* the store is closed or shutting down */
+    CHR_EPRECONDITION = -8, /* an If-Match version did not match */
 } chr_status_t;
 
 /* Conflict details for CHR_ECONFLICT on an expected-version mismatch. */

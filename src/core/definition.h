@@ -1,0 +1,140 @@
+/*
+ * definition.h - the app definition model: entities, their fields, commands
+ * and events, and the app's own routes. Loaded from JSON and validated by
+ * definition_load; after that it is read-only and shared by every thread.
+ * Pure: no I/O besides reading the file in definition_load_file.
+ *
+ * Everything a definition_t holds is owned by it; definition_free releases
+ * it all. Indexes (field_def_t.ref_entity, route_def_t.entity) are resolved
+ * at load time so later code never looks names up by string.
+ */
+#ifndef CHRONICLE_CORE_DEFINITION_H
+#define CHRONICLE_CORE_DEFINITION_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+
+typedef enum field_type {
+    FT_STRING,    /* one line of text; default max_length 255 */
+    FT_TEXT,      /* any text; default max_length 1 MiB */
+    FT_INTEGER,   /* a JSON integer that fits int64 */
+    FT_NUMBER,    /* any JSON number */
+    FT_BOOLEAN,
+    FT_TIMESTAMP, /* RFC 3339 text, stored normalised to UTC microseconds */
+    FT_ENUM,      /* one of `values` (strings) */
+    FT_JSON,      /* any JSON value */
+    FT_REF,       /* the key of an entity of `to`, checked in the same transaction */
+    FT_CRON,      /* a 5-field cron expression */
+    FT_EMAIL,     /* an e-mail address (local@domain), compared case-insensitively */
+} field_type_t;
+
+#define FIELD_TYPE_NAMES                                                                        \
+    "string, text, integer, number, boolean, timestamp, enum, json, ref, cron, email"
+
+typedef struct field_def {
+    char *name;
+    field_type_t type;
+    bool required;
+    bool unique;
+    bool immutable;   /* may be set on create, never changed after */
+    bool is_private;  /* stored, never returned in responses */
+    json_t *default_value; /* owned; NULL when none; applied on create */
+    bool has_max_length;
+    int64_t max_length; /* in characters (UTF-8 code points) */
+    bool has_min, has_max;
+    double min, max;    /* numbers: value bounds; strings: not used */
+    char **values;      /* enum values */
+    size_t n_values;
+    char *ref_to;       /* FT_REF: entity name */
+    int ref_entity;     /* FT_REF: index into definition_t.entities */
+} field_def_t;
+
+enum {
+    OP_CREATE = 1 << 0,
+    OP_UPDATE = 1 << 1,
+    OP_UPSERT = 1 << 2,
+    OP_DELETE = 1 << 3,
+    OP_ALL = OP_CREATE | OP_UPDATE | OP_UPSERT | OP_DELETE,
+};
+
+/* A custom command: POST /v1/{entity}/{key}/{name}. */
+typedef struct command_def {
+    char *name;
+    field_def_t *input; /* the body's fields, same rules as entity fields */
+    size_t n_input;
+    json_t *when;       /* owned object field -> required current value, or NULL */
+    json_t *set;        /* owned object field -> constant, "$input.NAME" or "$now" */
+    char *event;        /* event type emitted */
+} command_def_t;
+
+typedef struct entity_def {
+    char *name;        /* "teams": URL segment, table name, stream prefix */
+    char *key;         /* key field name, e.g. "team_id" */
+    field_def_t *fields;
+    size_t n_fields;
+    unsigned operations; /* OP_* mask; default OP_ALL */
+    char *ev_create, *ev_update, *ev_delete; /* event types */
+    command_def_t *commands;
+    size_t n_commands;
+    bool recreate_after_delete; /* default true */
+    /* The key as a field: always FT_STRING, unique and immutable, never in
+     * fields[]. Its options (required: the client must give the key;
+     * max_length, default 255) come from fields[key] when the definition
+     * declares it there; otherwise the defaults. */
+    field_def_t key_field;
+} entity_def_t;
+
+/* An app route: METHOD PATH -> entity action, with fixed query options. */
+typedef struct route_def {
+    char *method;       /* GET, POST, PUT, PATCH, DELETE */
+    char *path;         /* "/api/teams/{team_id}" */
+    int entity;         /* index into definition_t.entities */
+    char *action;       /* create|list|get|update|upsert|delete|history|<command> */
+    char *sort;         /* list: fixed sort, e.g. "-created_at" (NULL = key) */
+    int64_t limit;      /* list: default page size (0 = 50) */
+    int64_t max_limit;  /* list: largest ?limit= accepted (0 = 1000) */
+    json_t *filters;    /* list: owned object field -> value, always applied */
+    char **fields;      /* response fields to keep (NULL = all public) */
+    size_t n_fields;
+} route_def_t;
+
+typedef struct definition {
+    char *app;
+    entity_def_t *entities;
+    size_t n_entities;
+    route_def_t *routes;
+    size_t n_routes;
+} definition_t;
+
+/* Parses and validates a definition from JSON text. On success *out is a
+ * new definition the caller frees with definition_free. On failure returns
+ * CHR_EINVAL with err->field = the JSON path ("entities.teams.fields.name.type")
+ * and err->msg = "<path>: <problem>"; nothing is allocated. */
+int definition_load(const char *json_text, size_t len, definition_t **out, chr_err_t *err);
+
+/* Same, reading the file at path (errors name the file for I/O problems). */
+int definition_load_file(const char *path, definition_t **out, chr_err_t *err);
+
+void definition_free(definition_t *def);
+
+/* Lookups; NULL / -1 when absent. Borrowed pointers. */
+const entity_def_t *definition_entity(const definition_t *def, const char *name);
+int definition_entity_index(const definition_t *def, const char *name);
+const field_def_t *entity_field(const entity_def_t *e, const char *name);
+const command_def_t *entity_command(const entity_def_t *e, const char *name);
+/* Like entity_field, but the key's name gives &e->key_field. */
+const field_def_t *entity_field_or_key(const entity_def_t *e, const char *name);
+
+/* The name of a field type ("string", ...). */
+const char *field_type_name(field_type_t t);
+
+/* A fingerprint of what the projection tables depend on (entities, fields,
+ * types, uniqueness): when it changes the projections are rebuilt. Writes a
+ * hex string into out (65 bytes). */
+void definition_layout_hash(const definition_t *def, char out[65]);
+
+#endif
