@@ -1,5 +1,5 @@
 # The README's two commands. Everything else is CMake.
-#   make run    install missing packages, build, serve the API on ./chronicle.db
+#   make run    install missing packages, build, serve examples/status-app on ./chronicle.db
 #   make test   install what tests need, build normal + ASan/UBSan, run every test
 JOBS ?= $(shell nproc)
 BUILD ?= build
@@ -23,7 +23,7 @@ build-asan: deps-test
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 
 run: build
-	./$(BUILD)/chronicle serve --database sqlite:./chronicle.db --listen 127.0.0.1:$(PORT)
+	./$(BUILD)/chronicle serve --app examples/status-app/app.json --database sqlite:./chronicle.db --listen 127.0.0.1:$(PORT)
 
 test: deps-test build build-asan
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -31,7 +31,8 @@ test: deps-test build build-asan
 
 bench: build
 	@scripts/deps.sh bench
-	bench/run.sh
+	./$(BUILD)/bench_append --dir $${TMPDIR:-/tmp}
+	bench/http.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

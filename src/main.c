@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/definition.h"
 #include "core/timefmt.h"
 #include "http/server.h"
 #include "store/store.h"
@@ -37,9 +38,10 @@ static const command_t commands[] = {
      "requests and exits 0.\n",
      cmd_serve},
     {"check-config", "", "validate the configuration, print it (secrets masked) and exit",
-     "Reads the environment and flags exactly as `serve` would, checks every value and\n"
-     "that the database can be opened, prints the effective settings with secrets\n"
-     "masked, and exits 0 when everything is valid, 1 (with the reason) otherwise.\n",
+     "Reads the environment and flags exactly as `serve` would, checks every value, the\n"
+     "app definition (--app, every error naming its JSON path) and that the database\n"
+     "can be opened, prints the effective settings with secrets masked, and exits 0\n"
+     "when everything is valid, 1 (with the reason) otherwise.\n",
      cmd_check_config},
     {"migrate", "up|status", "apply pending schema migrations, or list them",
      "`migrate up` applies every pending migration of chronicle's own tables, in order,\n"
@@ -200,6 +202,17 @@ static int cmd_check_config(config_t *cfg, int argc, char **argv, bool json)
         return 1;
     }
     config_print(cfg, stdout);
+    if (cfg->app_path[0]) {
+        definition_t *def = NULL;
+        if (definition_load_file(cfg->app_path, &def, &err) != CHR_OK) {
+            fprintf(stderr, "chronicle check-config: invalid app definition %s: %s\n",
+                    cfg->app_path, err.msg);
+            return 1;
+        }
+        printf("app: ok (%s: %zu entities, %zu routes)\n", def->app, def->n_entities,
+               def->n_routes);
+        definition_free(def);
+    }
     store_t *s = NULL;
     store_options_t o = config_store_options(cfg);
     o.read_only = true;

@@ -244,6 +244,12 @@ int store_tx_query(store_tx_t *tx, const char *sql, const store_val_t *params, s
     return tx->store->ops->tx_query(tx, sql, params, n, fn, user, err);
 }
 
+int store_query(store_t *s, const char *sql, const store_val_t *params, size_t n,
+                store_row_fn fn, void *user, chr_err_t *err)
+{
+    return s->ops->query(s, sql, params, n, fn, user, err);
+}
+
 void store_notify_commit(store_t *s, int64_t head)
 {
     notify_t *n = s->notify;

@@ -130,6 +130,8 @@ typedef struct store_ops {
                    int64_t *changes, chr_err_t *err);
     int (*tx_query)(store_tx_t *tx, const char *sql, const store_val_t *params, size_t n,
                     store_row_fn fn, void *user, chr_err_t *err);
+    int (*query)(store_t *s, const char *sql, const store_val_t *params, size_t n,
+                 store_row_fn fn, void *user, chr_err_t *err);
     void (*counters)(store_t *s, store_counters_t *out);
     void (*close)(store_t *s);
 } store_ops_t;
@@ -229,6 +231,12 @@ int store_tx_exec(store_tx_t *tx, const char *sql, const store_val_t *params, si
 /* Inside a store_apply_fn: run a query, calling fn per row. */
 int store_tx_query(store_tx_t *tx, const char *sql, const store_val_t *params, size_t n,
                    store_row_fn fn, void *user, chr_err_t *err);
+
+/* Outside any unit of work: a read-only query on a reader connection (sees
+ * every committed unit). Same rules as store_tx_query; used for projection
+ * reads. Column names come from the definition, values are bound. */
+int store_query(store_t *s, const char *sql, const store_val_t *params, size_t n,
+                store_row_fn fn, void *user, chr_err_t *err);
 
 /* --- for backends only --------------------------------------------------- */
 

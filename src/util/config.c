@@ -29,6 +29,8 @@ static const opt_t options[] = {
     {"listen", NULL, OPT_LISTEN, 0, 0, 0, 0, NULL, false,
      "HOST:PORT to bind (default 127.0.0.1:8080)"},
     {"port", "PORT", OPT_INT, F(port), 0, 65535, NULL, false, "TCP port (0 = any free port)"},
+    {"app", "APP", OPT_STR, F(app_path), 0, 0, NULL, false,
+     "app definition JSON file to serve (see docs/app-definition.md)"},
     {"api-secret", "API_SECRET", OPT_STR, F(api_secrets), 0, 0, NULL, true,
      "bearer secret(s), comma-separated; unset = no auth"},
     {"log-level", "LOG_LEVEL", OPT_CHOICE, F(log_level), 0, 0, "debug|info|warn|error", false,

@@ -17,6 +17,7 @@ typedef struct config {
     char database_url[512]; /* DATABASE_URL / --database */
     char listen_host[256];  /* from --listen HOST:PORT */
     int port;               /* PORT / --port / --listen */
+    char app_path[1024];    /* APP / --app: the app definition to serve */
     char api_secrets[2048]; /* API_SECRET / --api-secret: comma-separated */
     char log_level[16];     /* LOG_LEVEL / --log-level: debug|info|warn|error */
     store_sync_t sync;      /* SQLITE_SYNCHRONOUS / --sqlite-synchronous: full|normal */

@@ -40,18 +40,20 @@ typedef struct job {
     struct job *next;
 } job_t;
 
+/* Prepared statements by SQL text, for statements built from the app
+ * definition (projection reads and writes): few distinct texts, many runs. */
+typedef struct stmt_cache {
+    strmap_t index; /* sql -> slot */
+    sqlite3_stmt **stmts;
+    size_t len, cap;
+} stmt_cache_t;
+
 typedef struct reader {
+    stmt_cache_t cache;
     sqlite3 *db;
     sqlite3_stmt *fwd, *back, *all, *version, *head, *by_id;
     struct reader *next;
 } reader_t;
-
-/* Prepared statements of the transaction handle used by apply callbacks. */
-typedef struct tx_stmt_cache {
-    strmap_t index; /* sql -> slot */
-    sqlite3_stmt **stmts;
-    size_t len, cap;
-} tx_stmt_cache_t;
 
 typedef struct sqlite_store {
     store_t base;
@@ -63,7 +65,7 @@ typedef struct sqlite_store {
     sqlite3_stmt *w_begin, *w_commit, *w_rollback, *w_savepoint, *w_release, *w_rollback_to;
     sqlite3_stmt *w_insert, *w_version, *w_by_id;
     strmap_t versions; /* stream -> version, writer thread only */
-    tx_stmt_cache_t txc;
+    stmt_cache_t txc;
     pthread_t writer;
     bool writer_started;
 
@@ -240,8 +242,11 @@ static int migrate_db(sqlite3 *db, chr_err_t *err)
 
 /* ---- readers ------------------------------------------------------------ */
 
+static void cache_free(stmt_cache_t *c);
+
 static void reader_close(reader_t *r)
 {
+    cache_free(&r->cache);
     sqlite3_finalize(r->fwd);
     sqlite3_finalize(r->back);
     sqlite3_finalize(r->all);
@@ -797,9 +802,9 @@ static int sq_commit_async(store_t *base, store_uow_t *uow, chr_err_t *err, stor
 
 /* ---- transactions for apply callbacks ----------------------------------- */
 
-static int tx_prepare(sqlite_store_t *s, const char *sql, sqlite3_stmt **out, chr_err_t *err)
+static int cache_prepare(stmt_cache_t *c, sqlite3 *db, const char *sql, sqlite3_stmt **out,
+                         chr_err_t *err)
 {
-    tx_stmt_cache_t *c = &s->txc;
     int64_t slot;
     if (strmap_get(&c->index, sql, &slot)) {
         *out = c->stmts[slot];
@@ -813,7 +818,7 @@ static int tx_prepare(sqlite_store_t *s, const char *sql, sqlite3_stmt **out, ch
         c->cap = cap;
     }
     sqlite3_stmt *st;
-    int rc = prepare(s->wdb, sql, &st, err);
+    int rc = prepare(db, sql, &st, err);
     if (rc) return rc;
     if (strmap_put(&c->index, sql, (int64_t)c->len) != 0) {
         sqlite3_finalize(st);
@@ -822,6 +827,19 @@ static int tx_prepare(sqlite_store_t *s, const char *sql, sqlite3_stmt **out, ch
     c->stmts[c->len++] = st;
     *out = st;
     return CHR_OK;
+}
+
+static void cache_free(stmt_cache_t *c)
+{
+    for (size_t i = 0; i < c->len; i++) sqlite3_finalize(c->stmts[i]);
+    free(c->stmts);
+    strmap_free(&c->index);
+    memset(c, 0, sizeof *c);
+}
+
+static int tx_prepare(sqlite_store_t *s, const char *sql, sqlite3_stmt **out, chr_err_t *err)
+{
+    return cache_prepare(&s->txc, s->wdb, sql, out, err);
 }
 
 static void bind_vals(sqlite3_stmt *st, const store_val_t *p, size_t n)
@@ -857,6 +875,37 @@ static int sq_tx_exec(store_tx_t *base, const char *sql, const store_val_t *para
     return CHR_OK;
 }
 
+/* Steps st, handing each row to fn as store_val_t values. */
+static int run_query(sqlite_store_t *s, sqlite3 *db, sqlite3_stmt *st, store_row_fn fn, void *user,
+                     chr_err_t *err)
+{
+    int rc = CHR_OK, step;
+    store_val_t vals[64];
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        int cols = sqlite3_column_count(st);
+        if (cols > 64) cols = 64;
+        for (int c = 0; c < cols; c++) {
+            switch (sqlite3_column_type(st, c)) {
+            case SQLITE_INTEGER:
+                vals[c] = (store_val_t){.type = SV_INT, .i = sqlite3_column_int64(st, c)};
+                break;
+            case SQLITE_FLOAT:
+                vals[c] = (store_val_t){.type = SV_REAL, .r = sqlite3_column_double(st, c)};
+                break;
+            case SQLITE_NULL: vals[c] = (store_val_t){.type = SV_NULL}; break;
+            default:
+                vals[c] = (store_val_t){.type = SV_TEXT,
+                                        .s = (const char *)sqlite3_column_text(st, c)};
+            }
+        }
+        if (fn(user, vals, (size_t)cols) != 0) break;
+    }
+    if (step != SQLITE_ROW && step != SQLITE_DONE) rc = db_fail(s, db, err, "query");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
 static int sq_tx_query(store_tx_t *base, const char *sql, const store_val_t *params, size_t n,
                        store_row_fn fn, void *user, chr_err_t *err)
 {
@@ -865,26 +914,24 @@ static int sq_tx_query(store_tx_t *base, const char *sql, const store_val_t *par
     int rc = tx_prepare(s, sql, &st, err);
     if (rc) return rc;
     bind_vals(st, params, n);
-    int step;
-    store_val_t vals[64];
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        int cols = sqlite3_column_count(st);
-        if (cols > 64) cols = 64;
-        for (int c = 0; c < cols; c++) {
-            vals[c] = (store_val_t){.type = SV_NULL};
-            switch (sqlite3_column_type(st, c)) {
-            case SQLITE_INTEGER: vals[c] = (store_val_t){.type = SV_INT, .i = sqlite3_column_int64(st, c)}; break;
-            case SQLITE_FLOAT: vals[c] = (store_val_t){.type = SV_REAL, .r = sqlite3_column_double(st, c)}; break;
-            case SQLITE_NULL: break;
-            default:
-                vals[c] = (store_val_t){.type = SV_TEXT, .s = (const char *)sqlite3_column_text(st, c)};
-            }
-        }
-        if (fn(user, vals, (size_t)cols) != 0) break;
+    return run_query(s, s->wdb, st, fn, user, err);
+}
+
+/* Reader-side queries, with each reader's own statement cache. */
+static int sq_query(store_t *base, const char *sql, const store_val_t *params, size_t n,
+                    store_row_fn fn, void *user, chr_err_t *err)
+{
+    sqlite_store_t *s = (sqlite_store_t *)base;
+    reader_t *r;
+    int rc = reader_get(s, &r, err);
+    if (rc) return rc;
+    sqlite3_stmt *st;
+    rc = cache_prepare(&r->cache, r->db, sql, &st, err);
+    if (!rc) {
+        bind_vals(st, params, n);
+        rc = run_query(s, r->db, st, fn, user, err);
     }
-    if (step != SQLITE_ROW && step != SQLITE_DONE) rc = db_fail(s, s->wdb, err, "query");
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    reader_put(s, r);
     return rc;
 }
 
@@ -1011,9 +1058,7 @@ static void sq_close(store_t *base)
     }
     for (int i = 0; i < s->n_readers; i++)
         if (s->all_readers[i]) reader_close(s->all_readers[i]);
-    for (size_t i = 0; i < s->txc.len; i++) sqlite3_finalize(s->txc.stmts[i]);
-    free(s->txc.stmts);
-    strmap_free(&s->txc.index);
+    cache_free(&s->txc);
     sqlite3_stmt *ws[] = {s->w_begin,   s->w_commit, s->w_rollback, s->w_savepoint, s->w_release,
                           s->w_rollback_to, s->w_insert, s->w_version,  s->w_by_id};
     for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) sqlite3_finalize(ws[i]);
@@ -1124,6 +1169,7 @@ static const store_ops_t sqlite_ops = {
     .ping = sq_ping,
     .tx_exec = sq_tx_exec,
     .tx_query = sq_tx_query,
+    .query = sq_query,
     .counters = sq_counters,
     .close = sq_close,
 };

@@ -1,0 +1,427 @@
+/*
+ * entity.c - the command pipeline and reads of entities; see entity.h.
+ *
+ * A command is decided against the state in the entity's projection row,
+ * read outside the writer; the unit of work then appends the event with the
+ * row's version as the expected version, so a concurrent command makes it a
+ * conflict and we decide again on the fresh state (optimistic concurrency).
+ * Refs and unique values are checked inside the unit of work, where no
+ * other writer can interleave.
+ */
+#include "engine/entity.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/field.h"
+#include "core/timefmt.h"
+#include "core/uuid.h"
+
+#define MAX_ATTEMPTS 16
+#define HISTORY_PAGE 1000
+
+int engine_open(engine_t *eng, const definition_t *def, store_t *s, bool *rebuilt,
+                int64_t *replayed, chr_err_t *err)
+{
+    memset(eng, 0, sizeof *eng);
+    eng->def = def;
+    eng->store = s;
+    int rc = projections_init(&eng->proj, def, err);
+    if (rc) return rc;
+    rc = projections_sync(&eng->proj, s, rebuilt, replayed, err);
+    if (rc) projections_free(&eng->proj);
+    return rc;
+}
+
+void engine_close(engine_t *eng)
+{
+    projections_free(&eng->proj);
+}
+
+void engine_result_free(engine_result_t *r)
+{
+    json_decref(r->body);
+    decision_free(&r->decision);
+    memset(r, 0, sizeof *r);
+}
+
+void engine_stream_name(const entity_def_t *e, const char *key, char *out, size_t size)
+{
+    snprintf(out, size, "%s-%s", e->name, key);
+}
+
+/* ---- commands ----------------------------------------------------------- */
+
+typedef struct write_ctx {
+    const projections_t *proj;
+    int entity;
+    const char *key;
+    const entity_state_t *state;
+} write_ctx_t;
+
+static int write_row(store_tx_t *tx, void *user, chr_err_t *err)
+{
+    write_ctx_t *w = user;
+    return projection_write(w->proj, tx, w->entity, w->key, w->state, err);
+}
+
+/* Deep-copies a state (data is copied, not shared). */
+static int state_copy(entity_state_t *dst, const entity_state_t *src)
+{
+    *dst = *src;
+    dst->data = src->data ? json_deep_copy(src->data) : NULL;
+    return src->data && !dst->data ? CHR_ENOMEM : CHR_OK;
+}
+
+/* The key of a command: the URL's, else the body's key member (when a
+ * string), else a new UUIDv7. decide checks the key's syntax and the key
+ * field's rules; *generated tells it the client gave none. */
+static void command_key(const entity_def_t *e, const char *key, const json_t *body, char *out,
+                        size_t size, bool *generated)
+{
+    const json_t *k = body && json_is_object(body) ? json_object_get(body, e->key) : NULL;
+    if (!key && k && json_is_string(k)) key = json_string_value(k);
+    *generated = !key;
+    if (!key) {
+        char id[UUID_STR_LEN + 1];
+        uuid_v7_generate(id);
+        snprintf(out, size, "%s", id);
+    } else {
+        snprintf(out, size, "%s", key);
+    }
+}
+
+int engine_command(engine_t *eng, int entity, cmd_kind_t kind, const command_def_t *custom,
+                   const char *key_in, const json_t *body, int64_t if_match, engine_result_t *r)
+{
+    memset(r, 0, sizeof *r);
+    const entity_def_t *e = &eng->def->entities[entity];
+    char key[1024];
+    bool generated;
+    if (key_in && strlen(key_in) >= sizeof key)
+        return r->code = chr_fail(&r->err, CHR_EINVAL, e->key, "%s is too long", e->key);
+    command_key(e, key_in, body, key, sizeof key, &generated);
+    char stream[1200];
+    engine_stream_name(e, key, stream, sizeof stream);
+    if (strlen(stream) > EVENT_NAME_MAX)
+        return r->code = chr_fail(&r->err, CHR_EINVAL, e->key,
+                                  "%s: must be at most %zu bytes long (the stream name \"%s-<key>\" "
+                                  "may have %d)",
+                                  e->key, EVENT_NAME_MAX - strlen(e->name) - 1, e->name,
+                                  EVENT_NAME_MAX);
+
+    for (int attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        entity_state_t state;
+        entity_state_init(&state);
+        int rc = projection_load(&eng->proj, eng->store, entity, key, &state, &r->err);
+        if (rc) {
+            entity_state_free(&state);
+            return r->code = rc;
+        }
+        bool exists = state.data && !state.deleted;
+        if (if_match >= 0 && (!exists || state.version != if_match)) {
+            chr_fail(&r->err, CHR_EPRECONDITION, "If-Match",
+                     exists ? "If-Match: %s %s is at version %lld, not %lld"
+                            : "If-Match: %s %s does not exist (version %lld); expected %lld",
+                     e->name, key, (long long)state.version, (long long)if_match);
+            entity_state_free(&state);
+            return r->code = CHR_EPRECONDITION;
+        }
+        int64_t now = time_now_us();
+        entity_cmd_t cmd = {.kind = kind, .custom = custom, .key = key, .body = body,
+                            .now_us = now, .key_generated = generated};
+        decision_free(&r->decision);
+        rc = entity_decide(e, &state, &cmd, &r->decision);
+        if (rc != CHR_OK) {
+            entity_state_free(&state);
+            return r->code = rc;
+        }
+        if (!r->decision.event_type) { /* nothing changes: answer the state as it is */
+            r->body = entity_state_to_json(e, &state);
+            r->version = state.version;
+            entity_state_free(&state);
+            return r->code = r->body ? CHR_OK : CHR_ENOMEM;
+        }
+
+        entity_state_t next;
+        rc = state_copy(&next, &state);
+        if (!rc)
+            rc = entity_evolve(e, &next, r->decision.event_type, r->decision.event_data,
+                               state.version + 1, now);
+        char *data = rc ? NULL : json_dumps(r->decision.event_data, JSON_COMPACT);
+        event_t ev;
+        if (!rc && (!data || event_init(&ev, NULL, stream, r->decision.event_type, data, NULL)))
+            rc = CHR_ENOMEM;
+        free(data);
+        if (rc) {
+            entity_state_free(&next);
+            entity_state_free(&state);
+            return r->code = chr_fail(&r->err, CHR_ENOMEM, "", "out of memory");
+        }
+        ev.timestamp = now;
+        write_ctx_t w = {.proj = &eng->proj, .entity = entity, .key = key, .state = &next};
+        store_append_t ap = {.stream = stream, .expected_version = state.version,
+                             .events = &ev, .n_events = 1};
+        store_uow_t uow = {.appends = &ap, .n_appends = 1, .apply = write_row, .apply_user = &w};
+        chr_err_clear(&r->err);
+        rc = store_commit(eng->store, &uow, &r->err);
+        event_free(&ev);
+        bool raced = rc == CHR_ECONFLICT && strcmp(r->err.field, "expected_version") == 0;
+        if (rc == CHR_OK) {
+            r->created = !exists;
+            r->version = next.version;
+            r->body = entity_state_to_json(e, &next);
+            if (!r->body) rc = CHR_ENOMEM;
+        }
+        entity_state_free(&next);
+        entity_state_free(&state);
+        if (!raced) return r->code = rc;
+    }
+    return r->code = chr_fail(&r->err, CHR_ECONFLICT, "", "%s %s is being changed by others; "
+                              "gave up after %d attempts", e->name, key, MAX_ATTEMPTS);
+}
+
+/* ---- reads -------------------------------------------------------------- */
+
+int engine_get(engine_t *eng, int entity, const char *key, json_t **out, int64_t *version,
+               chr_err_t *err)
+{
+    const entity_def_t *e = &eng->def->entities[entity];
+    if (!key_valid(key)) return chr_fail(err, CHR_ENOTFOUND, "", "%s %s does not exist", e->name, key);
+    entity_state_t st;
+    entity_state_init(&st);
+    int rc = projection_load(&eng->proj, eng->store, entity, key, &st, err);
+    if (!rc && (!st.data || st.deleted))
+        rc = chr_fail(err, CHR_ENOTFOUND, "", "%s %s does not exist", e->name, key);
+    if (!rc) {
+        *out = entity_state_to_json(e, &st);
+        if (version) *version = st.version;
+        if (!*out) rc = chr_fail(err, CHR_ENOMEM, "", "out of memory");
+    }
+    entity_state_free(&st);
+    return rc;
+}
+
+/* Calls fn for every event of the stream, oldest first; fn returns false to
+ * stop. */
+static int each_event(engine_t *eng, const char *stream, bool (*fn)(void *, const event_t *),
+                      void *user, chr_err_t *err)
+{
+    int64_t from = 1;
+    for (;;) {
+        event_list_t page = {0};
+        int rc = store_read_stream(eng->store, stream, from, HISTORY_PAGE, false, &page, err);
+        if (rc) {
+            event_list_free(&page);
+            return rc;
+        }
+        bool go = true;
+        for (size_t i = 0; i < page.len && go; i++) go = fn(user, &page.items[i]);
+        size_t n = page.len;
+        if (n) from = page.items[n - 1].version + 1;
+        event_list_free(&page);
+        if (!go || n < HISTORY_PAGE) return CHR_OK;
+    }
+}
+
+typedef struct fold_ctx {
+    const entity_def_t *e;
+    entity_state_t st;
+    int64_t at_us, version;
+    int rc;
+} fold_ctx_t;
+
+static bool fold_one(void *user, const event_t *ev)
+{
+    fold_ctx_t *c = user;
+    if (c->at_us >= 0 && ev->timestamp > c->at_us) return false;
+    if (c->version > 0 && ev->version > c->version) return false;
+    json_t *data = json_loads(ev->data, JSON_DECODE_ANY, NULL);
+    c->rc = entity_evolve(c->e, &c->st, ev->type, data, ev->version, ev->timestamp);
+    json_decref(data);
+    return c->rc == CHR_OK;
+}
+
+int engine_get_past(engine_t *eng, int entity, const char *key, int64_t at_us, int64_t version,
+                    json_t **out, int64_t *version_out, chr_err_t *err)
+{
+    const entity_def_t *e = &eng->def->entities[entity];
+    if (!key_valid(key)) return chr_fail(err, CHR_ENOTFOUND, "", "%s %s does not exist", e->name, key);
+    char stream[640];
+    engine_stream_name(e, key, stream, sizeof stream);
+    fold_ctx_t c = {.e = e, .at_us = at_us, .version = version};
+    entity_state_init(&c.st);
+    int rc = each_event(eng, stream, fold_one, &c, err);
+    if (!rc && c.rc) rc = chr_fail(err, c.rc, "", "out of memory");
+    if (!rc && (!c.st.data || c.st.deleted || (version > 0 && c.st.version != version)))
+        rc = chr_fail(err, CHR_ENOTFOUND, "", "%s %s did not exist %s", e->name, key,
+                      version > 0 ? "at that version" : "at that time");
+    if (!rc) {
+        *out = entity_state_to_json(e, &c.st);
+        if (version_out) *version_out = c.st.version;
+        if (!*out) rc = chr_fail(err, CHR_ENOMEM, "", "out of memory");
+    }
+    entity_state_free(&c.st);
+    return rc;
+}
+
+/* Removes private fields from an event's data and its _previous. */
+static void strip_private(const entity_def_t *e, json_t *data)
+{
+    if (!json_is_object(data)) return;
+    json_t *prev = json_object_get(data, "_previous");
+    for (size_t i = 0; i < e->n_fields; i++) {
+        if (!e->fields[i].is_private) continue;
+        json_object_del(data, e->fields[i].name);
+        if (json_is_object(prev)) json_object_del(prev, e->fields[i].name);
+    }
+}
+
+typedef struct history_ctx {
+    const entity_def_t *e;
+    json_t *arr;
+    int rc;
+} history_ctx_t;
+
+static bool history_one(void *user, const event_t *ev)
+{
+    history_ctx_t *c = user;
+    json_t *j = event_to_json(ev);
+    if (!j) {
+        c->rc = CHR_ENOMEM;
+        return false;
+    }
+    strip_private(c->e, json_object_get(j, "data"));
+    json_array_append_new(c->arr, j);
+    return true;
+}
+
+int engine_history(engine_t *eng, int entity, const char *key, json_t **out, chr_err_t *err)
+{
+    const entity_def_t *e = &eng->def->entities[entity];
+    if (!key_valid(key)) return chr_fail(err, CHR_ENOTFOUND, "", "%s %s has no history", e->name, key);
+    char stream[640];
+    engine_stream_name(e, key, stream, sizeof stream);
+    history_ctx_t c = {.e = e, .arr = json_array()};
+    if (!c.arr) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
+    int rc = each_event(eng, stream, history_one, &c, err);
+    if (!rc && c.rc) rc = chr_fail(err, c.rc, "", "out of memory");
+    if (!rc && json_array_size(c.arr) == 0)
+        rc = chr_fail(err, CHR_ENOTFOUND, "", "%s %s has no history", e->name, key);
+    if (rc) {
+        json_decref(c.arr);
+        return rc;
+    }
+    *out = c.arr;
+    return CHR_OK;
+}
+
+/* ---- lists -------------------------------------------------------------- */
+
+#define LIST_SELECT "\"_doc\", \"version\", \"created_at\", \"updated_at\""
+#define LIST_SELECT_COLS 4
+
+typedef struct list_ctx {
+    const entity_def_t *e;
+    const query_t *q;
+    char *const *fields;
+    size_t n_fields;
+    json_t *arr;
+    size_t rows;
+    /* copies of the sort values and key of the limit-th row */
+    store_val_t last[QUERY_MAX_SORT + 1];
+    char *last_text[QUERY_MAX_SORT + 1];
+    char *last_key;
+    int rc;
+} list_ctx_t;
+
+static json_t *keep_fields(json_t *item, char *const *fields, size_t n)
+{
+    if (!fields || !item) return item;
+    json_t *out = json_object();
+    for (size_t i = 0; out && i < n; i++) {
+        json_t *v = json_object_get(item, fields[i]);
+        if (v) json_object_set(out, fields[i], v);
+    }
+    json_decref(item);
+    return out;
+}
+
+static void forget_last(list_ctx_t *c)
+{
+    for (size_t i = 0; i <= QUERY_MAX_SORT; i++) {
+        free(c->last_text[i]);
+        c->last_text[i] = NULL;
+    }
+    free(c->last_key);
+    c->last_key = NULL;
+}
+
+static int list_row(void *user, const store_val_t *v, size_t n)
+{
+    list_ctx_t *c = user;
+    if (++c->rows > (size_t)c->q->limit) return 1; /* the probe row: a next page exists */
+    if (n < LIST_SELECT_COLS + c->q->n_sort || v[0].type != SV_TEXT) {
+        c->rc = CHR_ESTORE;
+        return 1;
+    }
+    entity_state_t st;
+    entity_state_init(&st);
+    st.data = json_loads(v[0].s, 0, NULL);
+    st.version = v[1].i;
+    st.created_at = v[2].i;
+    st.updated_at = v[3].i;
+    json_t *item = st.data ? keep_fields(entity_state_to_json(c->e, &st), c->fields, c->n_fields)
+                           : NULL;
+    if (!item) {
+        entity_state_free(&st);
+        c->rc = CHR_ENOMEM;
+        return 1;
+    }
+    if ((size_t)c->q->limit == c->rows) { /* may be the last row of the page */
+        forget_last(c);
+        const json_t *k = json_object_get(st.data, c->e->key);
+        c->last_key = strdup(json_is_string(k) ? json_string_value(k) : "");
+        for (size_t i = 0; i < c->q->n_sort; i++) {
+            c->last[i] = v[LIST_SELECT_COLS + i];
+            if (c->last[i].type == SV_TEXT) {
+                c->last_text[i] = strdup(c->last[i].s ? c->last[i].s : "");
+                c->last[i].s = c->last_text[i];
+                if (!c->last_text[i]) c->rc = CHR_ENOMEM;
+            }
+        }
+        if (!c->last_key) c->rc = CHR_ENOMEM;
+    }
+    entity_state_free(&st);
+    json_array_append_new(c->arr, item);
+    return c->rc ? 1 : 0;
+}
+
+int engine_list(engine_t *eng, int entity, const query_t *q, char *const *fields,
+                size_t n_fields, json_t **out, char **next, chr_err_t *err)
+{
+    const entity_def_t *e = &eng->def->entities[entity];
+    *next = NULL;
+    char *sql = NULL;
+    store_val_t *params = NULL;
+    size_t n_params = 0;
+    int rc = query_sql(q, e, LIST_SELECT, &sql, &params, &n_params, err);
+    if (rc) return rc;
+    list_ctx_t c = {.e = e, .q = q, .fields = fields, .n_fields = n_fields, .arr = json_array()};
+    if (!c.arr) rc = chr_fail(err, CHR_ENOMEM, "", "out of memory");
+    if (!rc) rc = store_query(eng->store, sql, params, n_params, list_row, &c, err);
+    free(sql);
+    free(params);
+    if (!rc && c.rc) rc = chr_fail(err, c.rc, "", "reading %s failed", e->name);
+    if (!rc && c.rows > (size_t)q->limit &&
+        query_cursor(q, c.last, q->n_sort, c.last_key, next) != CHR_OK)
+        rc = chr_fail(err, CHR_ENOMEM, "", "out of memory");
+    forget_last(&c);
+    if (rc) {
+        json_decref(c.arr);
+        return rc;
+    }
+    *out = c.arr;
+    return CHR_OK;
+}

@@ -1,0 +1,75 @@
+/*
+ * entity.h - the command pipeline and the reads of entities: load the
+ * state, decide, append the event and write the projection row in one unit
+ * of work (retrying when another writer got there first), and answer gets,
+ * lists, history and time travel. Transport-free: http/ calls this, and
+ * nothing here knows about HTTP.
+ */
+#ifndef CHRONICLE_ENGINE_ENTITY_H
+#define CHRONICLE_ENGINE_ENTITY_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "core/decide.h"
+#include "core/definition.h"
+#include "core/query.h"
+#include "engine/projection.h"
+#include "store/store.h"
+
+typedef struct engine {
+    const definition_t *def; /* borrowed */
+    store_t *store;          /* borrowed */
+    projections_t proj;
+} engine_t;
+
+/* Binds def to s: builds the projection SQL and brings the tables in line
+ * with the definition, rebuilding them from the events when the layout
+ * changed (*rebuilt, *replayed tell). */
+int engine_open(engine_t *eng, const definition_t *def, store_t *s, bool *rebuilt,
+                int64_t *replayed, chr_err_t *err);
+void engine_close(engine_t *eng);
+
+/* The outcome of a command. Owns body and the decision. */
+typedef struct engine_result {
+    int code;           /* CHR_OK or the failure (decision.code / store codes) */
+    bool created;       /* the entity did not exist before (201) */
+    json_t *body;       /* CHR_OK: the entity's public JSON (new reference) */
+    int64_t version;    /* CHR_OK: the entity's version (ETag) */
+    decision_t decision; /* detail and field errors on failure */
+    chr_err_t err;       /* store-side failures (ref, unique, I/O) */
+} engine_result_t;
+
+void engine_result_free(engine_result_t *r);
+
+/* Runs a command on entity index `entity`. key may be NULL for a create (the
+ * body's key member or a new UUIDv7 is used). if_match < 0 means no
+ * If-Match. The result says what happened; the return value is r->code. */
+int engine_command(engine_t *eng, int entity, cmd_kind_t kind, const command_def_t *custom,
+                   const char *key, const json_t *body, int64_t if_match, engine_result_t *r);
+
+/* The current public JSON of one entity (*out new reference, *version its
+ * version). CHR_ENOTFOUND when it does not exist or is deleted. */
+int engine_get(engine_t *eng, int entity, const char *key, json_t **out, int64_t *version,
+               chr_err_t *err);
+
+/* Its state as of a past moment: at_us >= 0 folds the events up to that
+ * time, version > 0 up to that version. CHR_ENOTFOUND when it did not exist
+ * (or was deleted) then. */
+int engine_get_past(engine_t *eng, int entity, const char *key, int64_t at_us, int64_t version,
+                    json_t **out, int64_t *version_out, chr_err_t *err);
+
+/* Its events, oldest first, as a JSON array (private fields removed from
+ * event data). CHR_ENOTFOUND when the stream has no events. */
+int engine_history(engine_t *eng, int entity, const char *key, json_t **out, chr_err_t *err);
+
+/* A page of live entities matching q: *out a JSON array (new reference);
+ * *next a cursor for the following page or NULL (caller frees). fields (may
+ * be NULL) restricts each item to those members. */
+int engine_list(engine_t *eng, int entity, const query_t *q, char *const *fields,
+                size_t n_fields, json_t **out, char **next, chr_err_t *err);
+
+/* The stream of an entity: "<entity>-<key>" into out. */
+void engine_stream_name(const entity_def_t *e, const char *key, char *out, size_t size);
+
+#endif

@@ -1,0 +1,568 @@
+/*
+ * projection.c - entity tables: their SQL, their rows, and rebuilding them
+ * from the log. See projection.h for the layout. Identifiers in SQL text come
+ * only from the validated definition (names match [a-z][a-z0-9_]*); every
+ * value is a bound parameter.
+ */
+#include "engine/projection.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/timefmt.h"
+
+#define REBUILD_PAGE 2000
+#define LAYOUT_TABLE "chronicle_projection_layout"
+/* One row: the layout the tables were built for, the tables it made, and
+ * whether the replay that fills them finished (a rebuild interrupted by a
+ * crash is redone on the next start). */
+#define LAYOUT_DDL                                                                              \
+    "CREATE TABLE IF NOT EXISTS " LAYOUT_TABLE " (id INTEGER PRIMARY KEY, layout TEXT NOT NULL, " \
+    "tables TEXT NOT NULL, built_at INTEGER NOT NULL, ready INTEGER NOT NULL)"
+
+/* printf into a new heap string (NULL on allocation failure). */
+static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt(const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    char *s = NULL;
+    if (vasprintf(&s, f, ap) < 0) s = NULL;
+    va_end(ap);
+    return s;
+}
+
+static const char *column_type(field_type_t t)
+{
+    switch (t) {
+    case FT_INTEGER:
+    case FT_BOOLEAN: return "INTEGER";
+    case FT_NUMBER: return "REAL";
+    default: return "TEXT";
+    }
+}
+
+/* Builds every statement of one entity. */
+static int build_entity(proj_entity_t *pe, const entity_def_t *e)
+{
+    pe->def = e;
+    FILE *cols = NULL, *ins = NULL, *vals = NULL, *upd = NULL;
+    char *cols_s = NULL, *ins_s = NULL, *vals_s = NULL, *upd_s = NULL;
+    size_t n1, n2, n3, n4;
+    cols = open_memstream(&cols_s, &n1);
+    ins = open_memstream(&ins_s, &n2);
+    vals = open_memstream(&vals_s, &n3);
+    upd = open_memstream(&upd_s, &n4);
+    if (!cols || !ins || !vals || !upd) {
+        if (cols) fclose(cols);
+        if (ins) fclose(ins);
+        if (vals) fclose(vals);
+        if (upd) fclose(upd);
+        free(cols_s);
+        free(ins_s);
+        free(vals_s);
+        free(upd_s);
+        return CHR_ENOMEM;
+    }
+    fprintf(cols, "\"%s\" TEXT PRIMARY KEY", e->key);
+    fprintf(ins, "\"%s\"", e->key);
+    fprintf(vals, "?");
+    size_t n = 1;
+    for (size_t i = 0; i < e->n_fields; i++) {
+        const field_def_t *f = &e->fields[i];
+        if (strcmp(f->name, e->key) == 0) continue;
+        fprintf(cols, ", \"%s\" %s", f->name, column_type(f->type));
+        fprintf(ins, ", \"%s\"", f->name);
+        fprintf(vals, ", ?");
+        fprintf(upd, "%s\"%s\" = excluded.\"%s\"", n > 1 ? ", " : "", f->name, f->name);
+        n++;
+    }
+    static const char *sys[] = {"version", "created_at", "updated_at", "_deleted", "_doc"};
+    for (size_t i = 0; i < 5; i++) {
+        fprintf(cols, ", \"%s\" %s NOT NULL", sys[i], i == 4 ? "TEXT" : "INTEGER");
+        fprintf(ins, ", \"%s\"", sys[i]);
+        fprintf(vals, ", ?");
+        fprintf(upd, "%s\"%s\" = excluded.\"%s\"", n > 1 ? ", " : "", sys[i], sys[i]);
+        n++;
+    }
+    fclose(cols);
+    fclose(ins);
+    fclose(vals);
+    fclose(upd);
+    pe->n_columns = n;
+    pe->create_table = fmt("CREATE TABLE IF NOT EXISTS \"%s\" (%s)", e->name, cols_s);
+    pe->drop_table = fmt("DROP TABLE IF EXISTS \"%s\"", e->name);
+    pe->upsert_row = fmt("INSERT INTO \"%s\" (%s) VALUES (%s) ON CONFLICT (\"%s\") DO UPDATE SET %s",
+                         e->name, ins_s, vals_s, e->key, upd_s);
+    pe->select_state = fmt("SELECT \"_doc\", \"version\", \"created_at\", \"updated_at\", "
+                           "\"_deleted\" FROM \"%s\" WHERE \"%s\" = ?",
+                           e->name, e->key);
+    pe->exists_live = fmt("SELECT 1 FROM \"%s\" WHERE \"%s\" = ? AND \"_deleted\" = 0", e->name,
+                          e->key);
+    free(cols_s);
+    free(ins_s);
+    free(vals_s);
+    free(upd_s);
+
+    /* Indexes: refs (lookups and joins), unique fields (partial, live rows),
+     * and the system orderings lists use most. */
+    pe->create_indexes = calloc(e->n_fields + 2, sizeof *pe->create_indexes);
+    pe->unique_check = calloc(e->n_fields ? e->n_fields : 1, sizeof *pe->unique_check);
+    if (!pe->create_indexes || !pe->unique_check) return CHR_ENOMEM;
+    for (size_t i = 0; i < e->n_fields; i++) {
+        const field_def_t *f = &e->fields[i];
+        if (strcmp(f->name, e->key) == 0) continue;
+        if (f->unique) {
+            pe->create_indexes[pe->n_indexes++] =
+                fmt("CREATE UNIQUE INDEX IF NOT EXISTS \"%s_%s_unique\" ON \"%s\" (\"%s\") WHERE "
+                    "\"_deleted\" = 0",
+                    e->name, f->name, e->name, f->name);
+            pe->unique_check[i] = fmt("SELECT 1 FROM \"%s\" WHERE \"%s\" = ? AND \"%s\" <> ? AND "
+                                      "\"_deleted\" = 0 LIMIT 1",
+                                      e->name, f->name, e->key);
+        } else if (f->type == FT_REF) {
+            pe->create_indexes[pe->n_indexes++] =
+                fmt("CREATE INDEX IF NOT EXISTS \"%s_%s_ref\" ON \"%s\" (\"%s\", \"created_at\")",
+                    e->name, f->name, e->name, f->name);
+        }
+    }
+    pe->create_indexes[pe->n_indexes++] =
+        fmt("CREATE INDEX IF NOT EXISTS \"%s_created_at\" ON \"%s\" (\"created_at\")", e->name,
+            e->name);
+    pe->create_indexes[pe->n_indexes++] =
+        fmt("CREATE INDEX IF NOT EXISTS \"%s_updated_at\" ON \"%s\" (\"updated_at\")", e->name,
+            e->name);
+    if (!pe->create_table || !pe->drop_table || !pe->upsert_row || !pe->select_state ||
+        !pe->exists_live)
+        return CHR_ENOMEM;
+    for (size_t i = 0; i < pe->n_indexes; i++)
+        if (!pe->create_indexes[i]) return CHR_ENOMEM;
+    return CHR_OK;
+}
+
+static void free_entity(proj_entity_t *pe)
+{
+    free(pe->create_table);
+    free(pe->drop_table);
+    free(pe->upsert_row);
+    free(pe->select_state);
+    free(pe->exists_live);
+    for (size_t i = 0; i < pe->n_indexes; i++) free(pe->create_indexes[i]);
+    free(pe->create_indexes);
+    if (pe->unique_check && pe->def)
+        for (size_t i = 0; i < pe->def->n_fields; i++) free(pe->unique_check[i]);
+    free(pe->unique_check);
+    memset(pe, 0, sizeof *pe);
+}
+
+int projections_init(projections_t *p, const definition_t *def, chr_err_t *err)
+{
+    memset(p, 0, sizeof *p);
+    p->def = def;
+    p->entities = calloc(def->n_entities ? def->n_entities : 1, sizeof *p->entities);
+    if (!p->entities) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
+    for (size_t i = 0; i < def->n_entities; i++) {
+        if (build_entity(&p->entities[i], &def->entities[i]) != CHR_OK) {
+            projections_free(p);
+            return chr_fail(err, CHR_ENOMEM, "", "out of memory building projection SQL");
+        }
+    }
+    definition_layout_hash(def, p->layout);
+    return CHR_OK;
+}
+
+void projections_free(projections_t *p)
+{
+    if (p->entities && p->def)
+        for (size_t i = 0; i < p->def->n_entities; i++) free_entity(&p->entities[i]);
+    free(p->entities);
+    memset(p, 0, sizeof *p);
+}
+
+bool projection_stream_entity(const projections_t *p, const char *stream, int *entity,
+                              const char **key)
+{
+    const char *dash = strchr(stream, '-');
+    if (!dash || dash == stream || !dash[1]) return false;
+    size_t len = (size_t)(dash - stream);
+    for (size_t i = 0; i < p->def->n_entities; i++) {
+        const char *name = p->def->entities[i].name;
+        if (strlen(name) == len && memcmp(name, stream, len) == 0) {
+            *entity = (int)i;
+            *key = dash + 1;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- reading and writing rows ------------------------------------------- */
+
+typedef struct load_ctx {
+    entity_state_t *state;
+    int rc;
+} load_ctx_t;
+
+static int load_row(void *user, const store_val_t *v, size_t n)
+{
+    load_ctx_t *c = user;
+    if (n < 5 || v[0].type != SV_TEXT) {
+        c->rc = CHR_ESTORE;
+        return 1;
+    }
+    json_t *doc = json_loads(v[0].s, 0, NULL);
+    if (!doc) {
+        c->rc = CHR_ESTORE;
+        return 1;
+    }
+    json_decref(c->state->data);
+    c->state->data = doc;
+    c->state->version = v[1].i;
+    c->state->created_at = v[2].i;
+    c->state->updated_at = v[3].i;
+    c->state->deleted = v[4].i != 0;
+    return 1;
+}
+
+int projection_load(const projections_t *p, store_t *s, int entity, const char *key,
+                    entity_state_t *state, chr_err_t *err)
+{
+    const proj_entity_t *pe = &p->entities[entity];
+    store_val_t k = {.type = SV_TEXT, .s = key};
+    load_ctx_t c = {.state = state, .rc = CHR_OK};
+    int rc = store_query(s, pe->select_state, &k, 1, load_row, &c, err);
+    if (rc) return rc;
+    if (c.rc) return chr_fail(err, CHR_ESTORE, "", "projection row of %s %s is unreadable",
+                              pe->def->name, key);
+    return CHR_OK;
+}
+
+static int tx_load_state(const proj_entity_t *pe, store_tx_t *tx, const char *key,
+                         entity_state_t *state, chr_err_t *err)
+{
+    store_val_t k = {.type = SV_TEXT, .s = key};
+    load_ctx_t c = {.state = state, .rc = CHR_OK};
+    int rc = store_tx_query(tx, pe->select_state, &k, 1, load_row, &c, err);
+    if (rc) return rc;
+    if (c.rc) return chr_fail(err, CHR_ESTORE, "", "projection row of %s %s is unreadable",
+                              pe->def->name, key);
+    return CHR_OK;
+}
+
+static int found_row(void *user, const store_val_t *v, size_t n)
+{
+    (void)v;
+    (void)n;
+    *(bool *)user = true;
+    return 1;
+}
+
+/* The column value of field f from the state's data. Text values point into
+ * data (borrowed) or into scratch (a formatted number), valid while both
+ * live. */
+static store_val_t column_value(const field_def_t *f, const json_t *data, char *scratch,
+                                size_t scratch_size)
+{
+    const json_t *v = data ? json_object_get(data, f->name) : NULL;
+    if (!v || json_is_null(v)) return (store_val_t){.type = SV_NULL};
+    switch (f->type) {
+    case FT_INTEGER:
+        if (json_is_integer(v)) return (store_val_t){.type = SV_INT, .i = json_integer_value(v)};
+        return (store_val_t){.type = SV_NULL};
+    case FT_NUMBER: return (store_val_t){.type = SV_REAL, .r = json_number_value(v)};
+    case FT_BOOLEAN: return (store_val_t){.type = SV_INT, .i = json_is_true(v) ? 1 : 0};
+    case FT_JSON: {
+        char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (text && strlen(text) < scratch_size) {
+            memcpy(scratch, text, strlen(text) + 1);
+            free(text);
+            return (store_val_t){.type = SV_TEXT, .s = scratch};
+        }
+        free(text);
+        return (store_val_t){.type = SV_NULL}; /* large json stays in _doc only */
+    }
+    default:
+        if (json_is_string(v)) return (store_val_t){.type = SV_TEXT, .s = json_string_value(v)};
+        return (store_val_t){.type = SV_NULL};
+    }
+}
+
+static int check_refs_and_unique(const projections_t *p, const proj_entity_t *pe,
+                                 store_tx_t *tx, const char *key, const entity_state_t *state,
+                                 chr_err_t *err)
+{
+    const entity_def_t *e = pe->def;
+    for (size_t i = 0; i < e->n_fields; i++) {
+        const field_def_t *f = &e->fields[i];
+        json_t *v = json_object_get(state->data, f->name);
+        if (!v || !json_is_string(v)) {
+            if (!(f->unique && v && !json_is_null(v))) continue;
+        }
+        if (f->type == FT_REF && json_is_string(v)) {
+            const proj_entity_t *target = &p->entities[f->ref_entity];
+            store_val_t k = {.type = SV_TEXT, .s = json_string_value(v)};
+            bool found = false;
+            int rc = store_tx_query(tx, target->exists_live, &k, 1, found_row, &found, err);
+            if (rc) return rc;
+            if (!found)
+                return chr_fail(err, CHR_EINVAL, f->name, "%s: %s \"%s\" does not exist", f->name,
+                                target->def->name, json_string_value(v));
+        }
+        if (f->unique && pe->unique_check[i]) {
+            char scratch[64];
+            store_val_t params[2] = {column_value(f, state->data, scratch, sizeof scratch),
+                                     {.type = SV_TEXT, .s = key}};
+            if (params[0].type == SV_NULL) continue;
+            bool found = false;
+            int rc = store_tx_query(tx, pe->unique_check[i], params, 2, found_row, &found, err);
+            if (rc) return rc;
+            if (found)
+                return chr_fail(err, CHR_ECONFLICT, f->name,
+                                "%s: another %s already has this value", f->name, e->name);
+        }
+    }
+    return CHR_OK;
+}
+
+int projection_write(const projections_t *p, store_tx_t *tx, int entity, const char *key,
+                     const entity_state_t *state, chr_err_t *err)
+{
+    const proj_entity_t *pe = &p->entities[entity];
+    const entity_def_t *e = pe->def;
+    if (!state->deleted) {
+        int rc = check_refs_and_unique(p, pe, tx, key, state, err);
+        if (rc) return rc;
+    }
+    char *doc = json_dumps(state->data ? state->data : json_object(), JSON_COMPACT);
+    if (!doc) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
+    size_t n = pe->n_columns;
+    store_val_t *vals = calloc(n, sizeof *vals);
+    char(*scratch)[512] = calloc(e->n_fields ? e->n_fields : 1, sizeof *scratch);
+    if (!vals || !scratch) {
+        free(doc);
+        free(vals);
+        free(scratch);
+        return chr_fail(err, CHR_ENOMEM, "", "out of memory");
+    }
+    size_t k = 0;
+    vals[k++] = (store_val_t){.type = SV_TEXT, .s = key};
+    for (size_t i = 0; i < e->n_fields; i++) {
+        const field_def_t *f = &e->fields[i];
+        if (strcmp(f->name, e->key) == 0) continue;
+        /* A deleted row keeps no column values: it must not hold unique
+         * values or refs that block other rows. */
+        vals[k++] = state->deleted ? (store_val_t){.type = SV_NULL}
+                                   : column_value(f, state->data, scratch[i], sizeof scratch[i]);
+    }
+    vals[k++] = (store_val_t){.type = SV_INT, .i = state->version};
+    vals[k++] = (store_val_t){.type = SV_INT, .i = state->created_at};
+    vals[k++] = (store_val_t){.type = SV_INT, .i = state->updated_at};
+    vals[k++] = (store_val_t){.type = SV_INT, .i = state->deleted ? 1 : 0};
+    vals[k++] = (store_val_t){.type = SV_TEXT, .s = doc};
+    int rc = store_tx_exec(tx, pe->upsert_row, vals, k, NULL, err);
+    free(vals);
+    free(scratch);
+    free(doc);
+    return rc;
+}
+
+/* ---- creating, checking and rebuilding the tables ----------------------- */
+
+static int exec_all(store_tx_t *tx, const projections_t *p, bool drop, chr_err_t *err)
+{
+    int rc = CHR_OK;
+    for (size_t i = 0; !rc && i < p->def->n_entities; i++) {
+        const proj_entity_t *pe = &p->entities[i];
+        if (drop) rc = store_tx_exec(tx, pe->drop_table, NULL, 0, NULL, err);
+        if (!rc) rc = store_tx_exec(tx, pe->create_table, NULL, 0, NULL, err);
+        for (size_t j = 0; !rc && j < pe->n_indexes; j++)
+            rc = store_tx_exec(tx, pe->create_indexes[j], NULL, 0, NULL, err);
+    }
+    return rc;
+}
+
+typedef struct layout_row {
+    char layout[65];
+    char *tables; /* JSON array text, owned */
+    bool found, ready;
+} layout_row_t;
+
+static int read_layout(void *user, const store_val_t *v, size_t n)
+{
+    layout_row_t *r = user;
+    if (n >= 3 && v[0].type == SV_TEXT && v[1].type == SV_TEXT) {
+        snprintf(r->layout, sizeof r->layout, "%s", v[0].s);
+        r->tables = strdup(v[1].s);
+        r->found = true;
+        r->ready = v[2].type == SV_INT && v[2].i == 1;
+    }
+    return 1;
+}
+
+typedef struct sync_ctx {
+    projections_t *p;
+    bool force;     /* drop and recreate regardless of the stored layout */
+    bool rebuild;   /* out: the tables were (re)created empty and need a replay */
+    bool had_layout; /* out: tables of an earlier layout existed */
+} sync_ctx_t;
+
+/* Runs in the writer: compares layouts, drops what the old layout had when
+ * they differ, creates what is missing, records the new layout. */
+static int sync_apply(store_tx_t *tx, void *user, chr_err_t *err)
+{
+    sync_ctx_t *c = user;
+    projections_t *p = c->p;
+    int rc = store_tx_exec(tx, LAYOUT_DDL, NULL, 0, NULL, err);
+    if (rc) return rc;
+    layout_row_t row = {0};
+    rc = store_tx_query(tx, "SELECT layout, tables, ready FROM " LAYOUT_TABLE " WHERE id = 1", NULL,
+                        0, read_layout, &row, err);
+    if (rc) return rc;
+    bool same = row.found && row.ready && strcmp(row.layout, p->layout) == 0;
+    c->rebuild = c->force || !same;
+    c->had_layout = row.found;
+    if (c->rebuild && row.tables) {
+        /* Drop the tables the old layout made, whatever entities they were. */
+        json_t *old = json_loads(row.tables, 0, NULL);
+        size_t i;
+        json_t *name;
+        json_array_foreach(old, i, name)
+        {
+            const char *n = json_string_value(name);
+            if (!n || !*n) continue;
+            bool ok = true; /* names were validated when stored; check again */
+            for (const char *q = n; *q; q++)
+                if (!((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '_')) ok = false;
+            if (!ok) continue;
+            char *sql = fmt("DROP TABLE IF EXISTS \"%s\"", n);
+            if (!sql) {
+                rc = chr_fail(err, CHR_ENOMEM, "", "out of memory");
+                break;
+            }
+            rc = store_tx_exec(tx, sql, NULL, 0, NULL, err);
+            free(sql);
+            if (rc) break;
+        }
+        json_decref(old);
+    }
+    free(row.tables);
+    if (rc) return rc;
+    rc = exec_all(tx, p, c->rebuild, err);
+    if (rc) return rc;
+    json_t *tables = json_array();
+    for (size_t i = 0; i < p->def->n_entities; i++)
+        json_array_append_new(tables, json_string(p->def->entities[i].name));
+    char *text = json_dumps(tables, JSON_COMPACT);
+    json_decref(tables);
+    if (!text) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
+    store_val_t vals[4] = {{.type = SV_TEXT, .s = p->layout},
+                           {.type = SV_TEXT, .s = text},
+                           {.type = SV_INT, .i = time_now_us()},
+                           {.type = SV_INT, .i = c->rebuild ? 0 : 1}};
+    rc = store_tx_exec(tx,
+                       "INSERT INTO " LAYOUT_TABLE " (id, layout, tables, built_at, ready) VALUES "
+                       "(1, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET layout = excluded.layout, "
+                       "tables = excluded.tables, built_at = excluded.built_at, ready = "
+                       "excluded.ready",
+                       vals, 4, NULL, err);
+    free(text);
+    return rc;
+}
+
+typedef struct replay_ctx {
+    projections_t *p;
+    event_list_t *events;
+} replay_ctx_t;
+
+/* Runs in the writer: folds one page of events into the rows they touch. */
+static int replay_apply(store_tx_t *tx, void *user, chr_err_t *err)
+{
+    replay_ctx_t *c = user;
+    for (size_t i = 0; i < c->events->len; i++) {
+        const event_t *ev = &c->events->items[i];
+        int entity;
+        const char *key;
+        if (!projection_stream_entity(c->p, ev->stream, &entity, &key)) continue;
+        const proj_entity_t *pe = &c->p->entities[entity];
+        entity_state_t st;
+        entity_state_init(&st);
+        int rc = tx_load_state(pe, tx, key, &st, err);
+        json_t *data = rc ? NULL : json_loads(ev->data, JSON_DECODE_ANY, NULL);
+        if (!rc) rc = entity_evolve(pe->def, &st, ev->type, data, ev->version, ev->timestamp);
+        json_decref(data);
+        if (!rc && st.version > 0) {
+            /* A rebuild reproduces what the log says: the checks of refs and
+             * unique values were made when the events were written. */
+            chr_err_t werr = {0};
+            const entity_state_t *sp = &st;
+            rc = projection_write(c->p, tx, entity, key, sp, &werr);
+            if (rc == CHR_EINVAL || rc == CHR_ECONFLICT) rc = CHR_OK; /* see above */
+            else if (rc && err) *err = werr;
+        }
+        entity_state_free(&st);
+        if (rc) return rc;
+    }
+    return CHR_OK;
+}
+
+static int replay_all(projections_t *p, store_t *s, int64_t *count, chr_err_t *err)
+{
+    int64_t after = 0;
+    *count = 0;
+    for (;;) {
+        event_list_t page = {0};
+        int rc = store_read_all(s, after, REBUILD_PAGE, NULL, 0, &page, err);
+        if (rc) {
+            event_list_free(&page);
+            return rc;
+        }
+        if (page.len == 0) {
+            event_list_free(&page);
+            return CHR_OK;
+        }
+        after = page.items[page.len - 1].position;
+        *count += (int64_t)page.len;
+        replay_ctx_t rc_ctx = {.p = p, .events = &page};
+        store_uow_t uow = {.apply = replay_apply, .apply_user = &rc_ctx};
+        rc = store_commit(s, &uow, err);
+        event_list_free(&page);
+        if (rc) return rc;
+    }
+}
+
+static int mark_ready(store_tx_t *tx, void *user, chr_err_t *err)
+{
+    (void)user;
+    return store_tx_exec(tx, "UPDATE " LAYOUT_TABLE " SET ready = 1 WHERE id = 1", NULL, 0, NULL,
+                         err);
+}
+
+static int sync_tables(projections_t *p, store_t *s, bool force, bool *rebuilt, int64_t *events,
+                       chr_err_t *err)
+{
+    sync_ctx_t c = {.p = p, .force = force};
+    store_uow_t uow = {.apply = sync_apply, .apply_user = &c};
+    int rc = store_commit(s, &uow, err);
+    if (rc) return rc;
+    *rebuilt = false;
+    *events = 0;
+    if (!c.rebuild) return CHR_OK;
+    rc = replay_all(p, s, events, err);
+    if (rc) return rc;
+    /* New empty tables over an empty log are a creation, not a rebuild. */
+    *rebuilt = c.had_layout || *events > 0;
+    store_uow_t done = {.apply = mark_ready};
+    return store_commit(s, &done, err);
+}
+
+int projections_sync(projections_t *p, store_t *s, bool *rebuilt, int64_t *events, chr_err_t *err)
+{
+    return sync_tables(p, s, false, rebuilt, events, err);
+}
+
+int projections_rebuild(projections_t *p, store_t *s, int64_t *events, chr_err_t *err)
+{
+    bool rebuilt;
+    return sync_tables(p, s, true, &rebuilt, events, err);
+}

@@ -1,0 +1,73 @@
+/*
+ * projection.h - inline projections: one table per entity, kept in the same
+ * transaction as the entity's events, and rebuilt from the log when the
+ * definition's layout changes.
+ *
+ * Table layout (dialect-neutral SQL, identifiers from the definition only):
+ *   "<entity>" ( "<key>" TEXT PRIMARY KEY, one column per field,
+ *                "version" INTEGER, "created_at" INTEGER, "updated_at" INTEGER
+ *                (microseconds), "_deleted" INTEGER, "_doc" TEXT (the whole
+ *                state as JSON, private fields included) )
+ * Deleted entities keep a row with "_deleted" = 1 (a tombstone) so
+ * recreate_after_delete can be decided from the row alone; unique indexes
+ * are partial (live rows only).
+ */
+#ifndef CHRONICLE_ENGINE_PROJECTION_H
+#define CHRONICLE_ENGINE_PROJECTION_H
+
+#include <stdbool.h>
+
+#include "core/decide.h"
+#include "core/definition.h"
+#include "store/store.h"
+
+/* SQL texts for one entity, built once at start. */
+typedef struct proj_entity {
+    const entity_def_t *def;
+    char *create_table;
+    char **create_indexes;
+    size_t n_indexes;
+    char *drop_table;
+    char *upsert_row;   /* all columns, by key */
+    char *select_state; /* _doc, version, created_at, updated_at, _deleted by key */
+    char *exists_live;  /* 1 by key when live */
+    char **unique_check; /* per field (NULL when not unique): another live row has the value */
+    size_t n_columns;    /* bound parameters of upsert_row */
+} proj_entity_t;
+
+typedef struct projections {
+    const definition_t *def;
+    proj_entity_t *entities; /* parallel to def->entities */
+    char layout[65];
+} projections_t;
+
+/* Builds the SQL for every entity of def (borrowed; must outlive p). */
+int projections_init(projections_t *p, const definition_t *def, chr_err_t *err);
+void projections_free(projections_t *p);
+
+/* Makes the stored projections match the definition: creates missing
+ * tables, and when the stored layout differs from the definition's, drops
+ * the old tables and rebuilds every row from the events. *rebuilt tells
+ * whether a rebuild happened; *events the number of events replayed. */
+int projections_sync(projections_t *p, store_t *s, bool *rebuilt, int64_t *events, chr_err_t *err);
+
+/* Drops and rebuilds every projection from the events (chronicle rebuild). */
+int projections_rebuild(projections_t *p, store_t *s, int64_t *events, chr_err_t *err);
+
+/* Reads one entity's current state from its table through a reader
+ * connection. state must be initialised; left empty when there is no row. */
+int projection_load(const projections_t *p, store_t *s, int entity, const char *key,
+                    entity_state_t *state, chr_err_t *err);
+
+/* Inside a unit of work: checks refs and unique values of state against the
+ * other rows, then writes the row. Ref misses are CHR_EINVAL and unique
+ * clashes CHR_ECONFLICT, with err->field naming the field. */
+int projection_write(const projections_t *p, store_tx_t *tx, int entity, const char *key,
+                     const entity_state_t *state, chr_err_t *err);
+
+/* Splits a stream name "<entity>-<key>" into the entity index and the key
+ * (borrowed, points into stream). Returns false for other streams. */
+bool projection_stream_entity(const projections_t *p, const char *stream, int *entity,
+                              const char **key);
+
+#endif

@@ -1,0 +1,242 @@
+/* buf.c - growable byte buffer and JSON text helpers; see buf.h. */
+#include "http/buf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/timefmt.h"
+
+bool http_buf_reserve(http_buf_t *b, size_t extra)
+{
+    if (b->oom) return false;
+    if (extra >= SIZE_MAX / 2 - b->len) {
+        b->oom = true;
+        return false;
+    }
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap) return true;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need)
+        cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d) {
+        b->oom = true;
+        return false;
+    }
+    b->data = d;
+    b->cap = cap;
+    return true;
+}
+
+void http_buf_append(http_buf_t *b, const void *p, size_t n)
+{
+    if (!http_buf_reserve(b, n)) return;
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+void http_buf_puts(http_buf_t *b, const char *s)
+{
+    http_buf_append(b, s, strlen(s));
+}
+
+void http_buf_putc(http_buf_t *b, char c)
+{
+    if (!http_buf_reserve(b, 1)) return;
+    b->data[b->len++] = c;
+    b->data[b->len] = '\0';
+}
+
+void http_buf_i64(http_buf_t *b, int64_t v)
+{
+    /* Hand-rolled: printf's machinery showed up in profiles of GET pages. */
+    char tmp[24];
+    size_t i = sizeof tmp;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) tmp[--i] = '-';
+    http_buf_append(b, tmp + i, sizeof tmp - i);
+}
+
+void http_buf_timestamp(http_buf_t *b, int64_t us)
+{
+    /* The date and time of day change once a second: format them with
+     * time_format_us only then (per thread), the microseconds by hand. */
+    static _Thread_local int64_t cached_sec = INT64_MIN;
+    static _Thread_local char cached[TIMEFMT_LEN + 1];
+    if (us < -(INT64_C(1) << 60) || us > (INT64_C(1) << 60)) { /* far outside any real clock */
+        char ts[TIMEFMT_LEN + 1];
+        time_format_us(us, ts);
+        http_buf_append(b, ts, TIMEFMT_LEN);
+        return;
+    }
+    int64_t sec = us / 1000000, frac = us % 1000000;
+    if (frac < 0) {
+        frac += 1000000;
+        sec--;
+    }
+    if (sec != cached_sec) {
+        time_format_us(sec * 1000000, cached);
+        cached_sec = sec;
+    }
+    char out[TIMEFMT_LEN];
+    memcpy(out, cached, 20); /* "YYYY-MM-DDTHH:MM:SS." */
+    for (int i = 25; i >= 20; i--) {
+        out[i] = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    out[26] = 'Z';
+    http_buf_append(b, out, TIMEFMT_LEN);
+}
+
+void http_buf_printf(http_buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char tmp[256];
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n < sizeof tmp) {
+        http_buf_append(b, tmp, (size_t)n);
+        return;
+    }
+    if (!http_buf_reserve(b, (size_t)n)) return;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+/* Length of the well-formed UTF-8 sequence starting at s (n bytes left), or
+ * 0 when it is not one (overlongs, surrogates and > U+10FFFF rejected). */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0], cp;
+    size_t len;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len) return 0;
+    for (size_t k = 1; k < len; k++) {
+        if ((s[k] & 0xc0) != 0x80) return 0;
+        cp = (cp << 6) | (s[k] & 0x3f);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return len;
+}
+
+void http_buf_json_str(http_buf_t *b, const char *str, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)str;
+    /* Worst case 6 output bytes per input byte, plus quotes. */
+    if (!http_buf_reserve(b, n + 2)) return;
+    http_buf_putc(b, '"');
+    size_t i = 0;
+    while (i < n) {
+        size_t start = i;
+        while (i < n && s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\\')
+            i++;
+        if (i > start) http_buf_append(b, s + start, i - start);
+        if (i >= n) break;
+        unsigned c = s[i];
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            http_buf_append(b, esc, 2);
+            i++;
+        } else if (c == '\n') {
+            http_buf_append(b, "\\n", 2);
+            i++;
+        } else if (c == '\r') {
+            http_buf_append(b, "\\r", 2);
+            i++;
+        } else if (c == '\t') {
+            http_buf_append(b, "\\t", 2);
+            i++;
+        } else if (c < 0x20 || c == 0x7f) {
+            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            http_buf_append(b, esc, 6);
+            i++;
+        } else {
+            size_t len = utf8_len(s + i, n - i);
+            if (len) {
+                http_buf_append(b, s + i, len);
+                i += len;
+            } else {
+                http_buf_append(b, "\\ufffd", 6);
+                i++;
+            }
+        }
+    }
+    http_buf_putc(b, '"');
+}
+
+void http_buf_utf8(http_buf_t *b, const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        size_t start = i;
+        while (i < n && s[i] < 0x80)
+            i++;
+        if (i > start) http_buf_append(b, s + start, i - start);
+        if (i >= n) break;
+        size_t len = utf8_len(s + i, n - i);
+        if (len) {
+            http_buf_append(b, s + i, len);
+            i += len;
+        } else {
+            http_buf_append(b, "\xef\xbf\xbd", 3);
+            i++;
+        }
+    }
+}
+
+char *http_buf_steal(http_buf_t *b, size_t *len)
+{
+    if (b->oom) {
+        http_buf_free(b);
+        if (len) *len = 0;
+        return NULL;
+    }
+    if (!b->data && !http_buf_reserve(b, 0)) return NULL;
+    if (b->len == 0) b->data[0] = '\0';
+    char *d = b->data;
+    if (len) *len = b->len;
+    b->data = NULL;
+    b->len = b->cap = 0;
+    return d;
+}
+
+void http_buf_clear(http_buf_t *b)
+{
+    b->len = 0;
+    b->oom = false;
+    if (b->data) b->data[0] = '\0';
+}
+
+void http_buf_free(http_buf_t *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+    b->oom = false;
+}

@@ -1,0 +1,35 @@
+/*
+ * context.h - the state every HTTP handler shares for the life of the
+ * server: configuration, the store, the router, auth and the live feed.
+ * Created and torn down by server.c; handlers only read it.
+ */
+#ifndef CHRONICLE_HTTP_CONTEXT_H
+#define CHRONICLE_HTTP_CONTEXT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "store/store.h"
+#include "util/config.h"
+
+typedef struct http_router http_router_t;
+typedef struct http_auth http_auth_t;
+typedef struct http_feed http_feed_t;
+
+typedef struct http_ctx {
+    const config_t *cfg;
+    store_t *store;
+    http_router_t *router;
+    http_auth_t *auth; /* NULL when API_SECRET is unset */
+    http_feed_t *feed;
+    size_t max_body_bytes;
+    atomic_bool shutting_down; /* set on SIGTERM: answers carry Connection: close */
+
+    /* Drain: the signal thread waits on drain_cond until no request is in
+     * flight; completions signal it only while shutting down. */
+    pthread_mutex_t drain_lock;
+    pthread_cond_t drain_cond;
+} http_ctx_t;
+
+#endif
