@@ -254,7 +254,15 @@ class Server:
 
     def request(self, method, path, **kw):
         kw.setdefault("timeout", HTTP_TIMEOUT)
-        return self._session.request(method, self.url + path, **kw)
+        try:
+            return self._session.request(method, self.url + path, **kw)
+        except requests.ConnectionError:
+            # A kept-alive connection can be closed by the server's idle
+            # timeout just as we reuse it (an ordinary HTTP/1.1 race);
+            # clients retry idempotent requests once on a fresh connection.
+            if method not in ("GET", "HEAD"):
+                raise
+            return self._session.request(method, self.url + path, **kw)
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)
