@@ -33,6 +33,7 @@ bench: build
 	@scripts/deps.sh bench
 	./$(BUILD)/bench_append --dir $${TMPDIR:-/tmp}
 	bench/http.sh
+	bench/status-app.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

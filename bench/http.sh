@@ -33,56 +33,15 @@ case $DURATION in
     *) echo "http.sh: DURATION must be 1s..60s" >&2; exit 2 ;;
 esac
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/chronicle-bench.XXXXXX")
-chronicle_pid=
-nginx_pid=
-
-stop_pid() { # pid signal: signal one process we started and reap it
-    if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
-        kill "-$2" "$1" 2>/dev/null || true
-        wait "$1" 2>/dev/null || true
-    fi
-}
-cleanup() {
-    local rc=$?
-    stop_pid "$chronicle_pid" TERM
-    stop_pid "$nginx_pid" TERM
-    rm -rf "$tmp"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-die() {
-    echo "http.sh: $*" >&2
-    for f in "$tmp/chronicle.log" "$tmp/nginx/error.log"; do
-        [ -s "$f" ] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }
-    done
-    exit 1
-}
+. bench/lib.sh
+bench_init http.sh
 
 json_field() { # url key: one top-level member of a JSON response
     curl -sf "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"
 }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # ---- chronicle: fresh database, defaults (synchronous=FULL), ephemeral port
-env -u API_SECRET -u DATABASE_URL -u PORT -u SQLITE_SYNCHRONOUS -u MAX_BODY_BYTES -u LOG_LEVEL \
-    "$BIN" serve --listen 127.0.0.1:0 --database "sqlite:$tmp/bench.db" 2>"$tmp/chronicle.log" &
-chronicle_pid=$!
-port=
-for _ in $(seq 1 200); do
-    port=$(grep -E '"msg": ?"listening"' "$tmp/chronicle.log" 2>/dev/null |
-        grep -oE '"port": ?[0-9]+' | grep -oE '[0-9]+$' | head -n 1 || true)
-    [ -n "$port" ] && break
-    kill -0 "$chronicle_pid" 2>/dev/null || die "chronicle exited during start"
-    sleep 0.1
-done
-[ -n "$port" ] || die "chronicle did not log 'listening' within 20 s"
-base="http://127.0.0.1:$port"
+start_chronicle
 
 # ---- nginx: generated config, everything under $tmp, not daemonised
 nginx_port=$(free_port)
@@ -119,6 +78,7 @@ http {
 EOF
 nginx -p "$tmp/nginx" -e "$tmp/nginx/error.log" -c "$tmp/nginx/nginx.conf" &
 nginx_pid=$!
+extra_pids=$nginx_pid
 nginx_url="http://127.0.0.1:$nginx_port/static.json"
 for _ in $(seq 1 100); do
     curl -sf -o /dev/null "$nginx_url" && break
@@ -139,18 +99,6 @@ read_version=$(json_field "$base/v1/streams/bench-read" version) || die "cannot 
 [ "$read_version" = 10 ] || die "bench-read has version '$read_version', expected 10"
 
 # ---- measurements
-declare -A R
-run_wrk() { # key script url
-    local out
-    echo "== wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency $3" >&2
-    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$2" "$3") || die "wrk failed on $3"
-    echo "$out" >&2
-    R[$1]=$(echo "$out" | grep '^RESULT ' || die "no RESULT line from wrk on $3")
-}
-field() { # key name
-    echo "${R[$1]}" | tr ' ' '\n' | sed -n "s/^$2=//p"
-}
-
 head_before=$(json_field "$base/internal/health/store" head_position) || die "no head_position"
 run_wrk append "$WRK_DIR/append.lua" "$base/v1/streams/bench"
 head_after=$(json_field "$base/internal/health/store" head_position) || die "no head_position"
@@ -159,8 +107,7 @@ run_wrk nginx "$WRK_DIR/report.lua" "$nginx_url"
 
 # ---- report
 echo
-echo "chronicle HTTP benchmark: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores" \
-    "($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -r)"
+echo "chronicle HTTP benchmark: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(machine)"
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency; chronicle $BIN, SQLite synchronous=FULL (default)"
 echo
 printf '%-36s %12s %9s %9s %9s %9s\n' target requests/s p50_ms p99_ms non-2xx sock_err

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "core/utf8.h"
 #include "core/uuid.h"
 
 #define EVENT_NAME_MAX 255                 /* stream and type names, bytes */
@@ -39,9 +40,6 @@ typedef struct event_list {
  * characters (C0, DEL, C1). On failure fills err naming field. */
 int event_check_name(const char *name, const char *field, chr_err_t *err);
 
-/* True when the len bytes at s are well-formed UTF-8 (no overlongs, no
- * surrogates, nothing above U+10FFFF). */
-bool utf8_valid(const char *s, size_t len);
 
 /* Validates one event for appending: id empty or a UUID, type a valid name,
  * data valid JSON, metadata absent or a JSON object, and the total size within

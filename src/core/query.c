@@ -8,6 +8,8 @@
  */
 #include "core/query.h"
 
+#include "core/utf8.h"
+
 #include <assert.h>
 #include <errno.h>
 #include <float.h>
@@ -49,41 +51,6 @@ static int oom(chr_err_t *err)
     return chr_fail(err, CHR_ENOMEM, "", "out of memory");
 }
 
-/* True when s[0..len) is well-formed UTF-8 (no overlongs, no surrogates). */
-static bool utf8_ok(const unsigned char *s, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        unsigned char c = s[i];
-        size_t n;
-        uint32_t cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            n = 1;
-            cp = c & 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            n = 2;
-            cp = c & 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            n = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (len - i <= n) return false;
-        for (size_t k = 1; k <= n; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return false;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        i += n + 1;
-    }
-    return true;
-}
 
 /* Strict decimal int64: optional '-', then digits, nothing else. */
 static bool parse_i64(const char *s, int64_t *out)
@@ -339,7 +306,7 @@ static int convert_value(const col_t *c, query_op_t op, const char *param, const
         return CHR_OK;
     }
     case QK_TSTEXT: {
-        if (!utf8_ok((const unsigned char *)s, strlen(s)))
+        if (!utf8_valid(s, strlen(s)))
             return chr_fail(err, CHR_EINVAL, param, "%s: " TIMESTAMP_MSG, param);
         char *norm = NULL;
         int rc = check_as_json(c->field, s, msg, sizeof msg, &norm);
@@ -350,7 +317,7 @@ static int convert_value(const col_t *c, query_op_t op, const char *param, const
         return CHR_OK;
     }
     case QK_TEXT: {
-        if (!utf8_ok((const unsigned char *)s, strlen(s)))
+        if (!utf8_valid(s, strlen(s)))
             return chr_fail(err, CHR_EINVAL, param, "%s: must be valid UTF-8", param);
         if (op != QOP_LIKE && c->field && c->field->type == FT_ENUM) {
             int rc = check_as_json(c->field, s, msg, sizeof msg, NULL);
@@ -734,7 +701,7 @@ int query_cursor(const query_t *q, const store_val_t *sort_vals, size_t n, const
         if (v->type == SV_NULL && i < n) {
             j = json_null();
         } else if (kind == QK_TEXT || kind == QK_TSTEXT) {
-            if (v->type != SV_TEXT || !v->s || !utf8_ok((const unsigned char *)v->s, strlen(v->s)))
+            if (v->type != SV_TEXT || !v->s || !utf8_valid(v->s, strlen(v->s)))
                 rc = CHR_EINVAL;
             else
                 j = json_string(v->s);

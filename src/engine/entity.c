@@ -392,7 +392,7 @@ typedef struct list_ctx {
     int rc;
 } list_ctx_t;
 
-static json_t *keep_fields(json_t *item, char *const *fields, size_t n)
+json_t *engine_keep_fields(json_t *item, char *const *fields, size_t n)
 {
     if (!fields || !item) return item;
     json_t *out = json_object();
@@ -428,7 +428,7 @@ static int list_row(void *user, const store_val_t *v, size_t n)
     st.version = v[1].i;
     st.created_at = v[2].i;
     st.updated_at = v[3].i;
-    json_t *item = st.data ? keep_fields(entity_state_to_json(c->e, &st), c->fields, c->n_fields)
+    json_t *item = st.data ? engine_keep_fields(entity_state_to_json(c->e, &st), c->fields, c->n_fields)
                            : NULL;
     if (!item) {
         entity_state_free(&st);

@@ -69,6 +69,11 @@ int engine_history(engine_t *eng, int entity, const char *key, json_t **out, chr
 int engine_list(engine_t *eng, int entity, const query_t *q, char *const *fields,
                 size_t n_fields, json_t **out, char **next, chr_err_t *err);
 
+/* Keeps only the members of item named in fields (a route's "fields"
+ * option); fields NULL keeps everything. item is stolen; returns a new
+ * reference (NULL on allocation failure). */
+json_t *engine_keep_fields(json_t *item, char *const *fields, size_t n);
+
 /* The stream of an entity: "<entity>-<key>" into out. */
 void engine_stream_name(const entity_def_t *e, const char *key, char *out, size_t size);
 

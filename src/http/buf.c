@@ -1,6 +1,8 @@
 /* buf.c - growable byte buffer and JSON text helpers; see buf.h. */
 #include "http/buf.h"
 
+#include "core/utf8.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,34 +116,6 @@ void http_buf_printf(http_buf_t *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-/* Length of the well-formed UTF-8 sequence starting at s (n bytes left), or
- * 0 when it is not one (overlongs, surrogates and > U+10FFFF rejected). */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0], cp;
-    size_t len;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len) return 0;
-    for (size_t k = 1; k < len; k++) {
-        if ((s[k] & 0xc0) != 0x80) return 0;
-        cp = (cp << 6) | (s[k] & 0x3f);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        return 0;
-    return len;
-}
 
 void http_buf_json_str(http_buf_t *b, const char *str, size_t n)
 {
@@ -176,7 +150,7 @@ void http_buf_json_str(http_buf_t *b, const char *str, size_t n)
             http_buf_append(b, esc, 6);
             i++;
         } else {
-            size_t len = utf8_len(s + i, n - i);
+            size_t len = utf8_seq_len(s + i, n - i);
             if (len) {
                 http_buf_append(b, s + i, len);
                 i += len;
@@ -199,7 +173,7 @@ void http_buf_utf8(http_buf_t *b, const char *str, size_t n)
             i++;
         if (i > start) http_buf_append(b, s + start, i - start);
         if (i >= n) break;
-        size_t len = utf8_len(s + i, n - i);
+        size_t len = utf8_seq_len(s + i, n - i);
         if (len) {
             http_buf_append(b, s + i, len);
             i += len;

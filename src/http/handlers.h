@@ -18,6 +18,10 @@
 /* Adds the core routes (the table in routes.c) to r. */
 int http_routes_add_core(http_router_t *r, chr_err_t *err);
 
+/* The core route table itself (static, borrowed): *n routes. For
+ * generators that describe what the server answers (openapi.c). */
+const http_route_t *http_core_routes(size_t *n);
+
 void http_handle_health(http_req_t *req);
 void http_handle_ready(http_req_t *req);
 void http_handle_component_health(http_req_t *req);

@@ -95,18 +95,6 @@ static void set_etag(http_req_t *req, int64_t version)
     http_req_add_header(req, "ETag", etag);
 }
 
-/* Keeps only the members named in fields (route option); j is stolen. */
-static json_t *keep_fields(json_t *j, char *const *fields, size_t n)
-{
-    if (!fields || !j) return j;
-    json_t *out = json_object();
-    for (size_t i = 0; out && i < n; i++) {
-        json_t *v = json_object_get(j, fields[i]);
-        if (v) json_object_set(out, fields[i], v);
-    }
-    json_decref(j);
-    return out;
-}
 
 /* Answers a failed command from its result. */
 static void command_problem(http_req_t *req, const engine_result_t *r)
@@ -162,7 +150,7 @@ static void run_command(http_req_t *req, cmd_kind_t kind, bool body_required)
         http_buf_free(&loc);
     }
     json_t *out =
-        keep_fields(r.body, er->app ? er->app->fields : NULL, er->app ? er->app->n_fields : 0);
+        engine_keep_fields(r.body, er->app ? er->app->fields : NULL, er->app ? er->app->n_fields : 0);
     r.body = NULL;
     engine_result_free(&r);
     http_respond_json(req, status, out);
@@ -225,7 +213,7 @@ static void handle_get(http_req_t *req)
     set_etag(req, v);
     http_respond_json(
         req, 200,
-        keep_fields(out, er->app ? er->app->fields : NULL, er->app ? er->app->n_fields : 0));
+        engine_keep_fields(out, er->app ? er->app->fields : NULL, er->app ? er->app->n_fields : 0));
 }
 
 static void handle_history(http_req_t *req)

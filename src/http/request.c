@@ -142,47 +142,6 @@ void http_req_release(http_req_t *req)
         free(req);
 }
 
-/* Request ids need uniqueness, not secrecy: a per-thread xorshift generator
- * seeded once from libsodium avoids a lock and a syscall per request. */
-static _Thread_local uint64_t rng_state;
-
-static uint64_t rng_next(void)
-{
-    if (!rng_state) {
-        randombytes_buf(&rng_state, sizeof rng_state);
-        rng_state |= 1;
-    }
-    uint64_t x = rng_state; /* xorshift64* */
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    rng_state = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
-
-static void request_uuid(char out[UUID_STR_LEN + 1])
-{
-    static const char hex[] = "0123456789abcdef";
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-    uint64_t r1 = rng_next(), r2 = rng_next();
-    uint8_t b[16];
-    for (int i = 0; i < 6; i++)
-        b[i] = (uint8_t)(ms >> (40 - 8 * i));
-    b[6] = (uint8_t)(0x70 | (r1 & 0x0f));
-    b[7] = (uint8_t)(r1 >> 8);
-    for (int i = 8; i < 16; i++)
-        b[i] = (uint8_t)(r2 >> (8 * (i - 8)));
-    b[8] = (uint8_t)(0x80 | (b[8] & 0x3f));
-    size_t o = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
-        out[o++] = hex[b[i] >> 4];
-        out[o++] = hex[b[i] & 15];
-    }
-    out[o] = '\0';
-}
 
 void http_req_set_request_id(http_req_t *req)
 {
@@ -197,7 +156,7 @@ void http_req_set_request_id(http_req_t *req)
             return;
         }
     }
-    request_uuid(req->request_id);
+    uuid_v7_generate(req->request_id);
 }
 
 const char *http_req_header(http_req_t *req, const char *name)

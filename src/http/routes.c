@@ -12,6 +12,12 @@ static const http_route_t core_routes[] = {
     {"GET", "/v1/events", http_handle_events, 0, NULL},
 };
 
+const http_route_t *http_core_routes(size_t *n)
+{
+    *n = sizeof core_routes / sizeof core_routes[0];
+    return core_routes;
+}
+
 int http_routes_add_core(http_router_t *r, chr_err_t *err)
 {
     for (size_t i = 0; i < sizeof core_routes / sizeof core_routes[0]; i++) {

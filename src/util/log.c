@@ -1,6 +1,8 @@
 /* log.c - JSON lines on stderr; see log.h. */
 #include "util/log.h"
 
+#include "core/utf8.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -92,35 +94,6 @@ static void puts_lit(line_t *l, const char *s)
     put(l, s, strlen(s));
 }
 
-/* Length of the well-formed UTF-8 sequence at s (at most n bytes), 0 when
- * the bytes there are not one. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    size_t len;
-    unsigned cp;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len) return 0;
-    for (size_t k = 1; k < len; k++) {
-        if ((s[k] & 0xc0) != 0x80) return 0;
-        cp = (cp << 6) | (s[k] & 0x3f);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        return 0;
-    return len;
-}
 
 /* Appends s as a JSON string. A value too long for the line is cut at a
  * character boundary and marked with "..." so the line stays valid JSON. */
@@ -157,7 +130,7 @@ static void put_str(line_t *l, const char *str)
         } else if (c < 0x80) {
             esc[0] = (char)c;
             elen = 1;
-        } else if ((adv = utf8_seq(s + i, n - i)) > 0) {
+        } else if ((adv = utf8_seq_len(s + i, n - i)) > 0) {
             piece = (const char *)s + i;
             elen = adv;
         } else {
