@@ -31,6 +31,7 @@
 #include "http/context.h"
 #include "http/feed.h"
 #include "http/handlers.h"
+#include "http/openapi.h"
 #include "http/params.h"
 #include "http/problem.h"
 #include "http/request.h"
@@ -458,6 +459,7 @@ int http_serve_main(const config_t *cfg)
     int exit_code = 1;
     struct MHD_Daemon *d = NULL;
     http_app_t *app = NULL;
+    http_openapi_t *openapi = NULL; /* served by GET /openapi.json; outlives the daemon */
     if (metrics_init(HTTP_MAX_ROUTES) != 0) {
         chr_fail(&err, CHR_ENOMEM, "", "out of memory");
         fail_start("cannot start", &err);
@@ -480,6 +482,12 @@ int http_serve_main(const config_t *cfg)
     }
     if (cfg->app_path[0] && http_app_open(cfg->app_path, ctx->store, ctx->router, &app, &err)) {
         fail_start("cannot serve the app definition", &err);
+        goto out;
+    }
+    if (http_openapi_build(app ? app->def : NULL, app ? app->routes : NULL, ctx->auth != NULL,
+                           &openapi, &err) != CHR_OK ||
+        http_openapi_add_route(ctx->router, openapi, &err) != CHR_OK) {
+        fail_start("cannot build the OpenAPI document", &err);
         goto out;
     }
     if (http_feed_new(ctx->store, hb, &ctx->feed, &err) != CHR_OK) {
@@ -546,6 +554,7 @@ out:
     http_auth_free(ctx->auth);
     http_router_free(ctx->router);
     http_app_close(app);
+    http_openapi_free(openapi);
     metrics_shutdown();
     pthread_mutex_destroy(&ctx->drain_lock);
     pthread_cond_destroy(&ctx->drain_cond);
