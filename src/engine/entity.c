@@ -240,6 +240,8 @@ static int command_locked(engine_t *eng, int entity, cmd_kind_t kind,
 
 /* ---- reads -------------------------------------------------------------- */
 
+static void strip_private(const entity_def_t *e, json_t *data);
+
 int engine_get(engine_t *eng, int entity, const char *key, json_t **out, int64_t *version,
                chr_err_t *err)
 {
@@ -304,8 +306,10 @@ int engine_get_past(engine_t *eng, int entity, const char *key, int64_t at_us, i
 {
     const entity_def_t *e = &eng->def->entities[entity];
     if (!key_valid(key)) return chr_fail(err, CHR_ENOTFOUND, "", "%s %s does not exist", e->name, key);
-    char stream[640];
+    char stream[1200];
     engine_stream_name(e, key, stream, sizeof stream);
+    if (strlen(stream) > EVENT_NAME_MAX) /* no such stream can exist */
+        return chr_fail(err, CHR_ENOTFOUND, "", "%s %s did not exist", e->name, key);
     fold_ctx_t c = {.e = e, .at_us = at_us, .version = version};
     entity_state_init(&c.st);
     int rc = each_event(eng, stream, fold_one, &c, err);
@@ -320,6 +324,24 @@ int engine_get_past(engine_t *eng, int entity, const char *key, int64_t at_us, i
     }
     entity_state_free(&c.st);
     return rc;
+}
+
+char *engine_redacted_data(const engine_t *eng, const event_t *ev)
+{
+    int entity;
+    const char *key;
+    if (!eng || !ev->stream || !projection_stream_entity(&eng->proj, ev->stream, &entity, &key))
+        return NULL;
+    const entity_def_t *e = &eng->def->entities[entity];
+    bool any = false;
+    for (size_t i = 0; i < e->n_fields && !any; i++) any = e->fields[i].is_private;
+    if (!any) return NULL;
+    json_t *data = json_loads(ev->data, JSON_DECODE_ANY, NULL);
+    if (!data) return NULL;
+    strip_private(e, data);
+    char *out = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(data);
+    return out ? out : strdup("null"); /* never fall back to the unredacted text */
 }
 
 /* Removes private fields from an event's data and its _previous. */
@@ -357,8 +379,10 @@ int engine_history(engine_t *eng, int entity, const char *key, json_t **out, chr
 {
     const entity_def_t *e = &eng->def->entities[entity];
     if (!key_valid(key)) return chr_fail(err, CHR_ENOTFOUND, "", "%s %s has no history", e->name, key);
-    char stream[640];
+    char stream[1200];
     engine_stream_name(e, key, stream, sizeof stream);
+    if (strlen(stream) > EVENT_NAME_MAX) /* no such stream can exist */
+        return chr_fail(err, CHR_ENOTFOUND, "", "%s %s has no history", e->name, key);
     history_ctx_t c = {.e = e, .arr = json_array()};
     if (!c.arr) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
     int rc = each_event(eng, stream, history_one, &c, err);

@@ -69,6 +69,12 @@ int engine_history(engine_t *eng, int entity, const char *key, json_t **out, chr
 int engine_list(engine_t *eng, int entity, const query_t *q, char *const *fields,
                 size_t n_fields, json_t **out, char **next, chr_err_t *err);
 
+/* For an event of an entity stream whose entity has private fields: a new
+ * string (caller frees) with its data minus those fields, in data and in
+ * _previous. NULL when there is nothing to remove (use ev->data as is). The
+ * raw log (/v1/streams, /v1/events, SSE) shows events through this. */
+char *engine_redacted_data(const engine_t *eng, const event_t *ev);
+
 /* Keeps only the members of item named in fields (a route's "fields"
  * option); fields NULL keeps everything. item is stolen; returns a new
  * reference (NULL on allocation failure). */

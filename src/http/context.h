@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "engine/entity.h"
 #include "store/store.h"
 #include "util/config.h"
 
@@ -23,6 +24,7 @@ typedef struct http_ctx {
     http_router_t *router;
     http_auth_t *auth; /* NULL when API_SECRET is unset */
     http_feed_t *feed;
+    const engine_t *engine; /* the served app's engine; NULL without --app */
     size_t max_body_bytes;
     atomic_bool shutting_down; /* set on SIGTERM: answers carry Connection: close */
 

@@ -28,8 +28,17 @@ static void raw_json(http_buf_t *b, const char *text, const char *fallback, size
     free(compact);
 }
 
+/* Set once at start when an app is served, read-only afterwards. */
+static const engine_t *redactor;
+
+void http_event_json_redact_with(const engine_t *eng)
+{
+    redactor = eng;
+}
+
 void http_event_json(http_buf_t *b, const event_t *ev)
 {
+    char *redacted = redactor ? engine_redacted_data(redactor, ev) : NULL;
     const char *stream = ev->stream ? ev->stream : "";
     const char *type = ev->type ? ev->type : "";
     http_buf_reserve(b, 160 + strlen(stream) + strlen(type) + (ev->data ? strlen(ev->data) : 4) +
@@ -45,7 +54,8 @@ void http_event_json(http_buf_t *b, const event_t *ev)
     http_buf_puts(b, ",\"position\":");
     http_buf_i64(b, ev->position);
     http_buf_puts(b, ",\"data\":");
-    raw_json(b, ev->data, "null", JSON_DECODE_ANY);
+    raw_json(b, redacted ? redacted : ev->data, "null", JSON_DECODE_ANY);
+    free(redacted);
     http_buf_puts(b, ",\"metadata\":");
     raw_json(b, ev->metadata, "{}", 0);
     http_buf_puts(b, ",\"timestamp\":\"");

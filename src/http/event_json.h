@@ -10,7 +10,12 @@
 #define CHRONICLE_HTTP_EVENT_JSON_H
 
 #include "core/event.h"
+#include "engine/entity.h"
 #include "http/buf.h"
+
+/* Events of entities with private fields are shown without them once an
+ * app is served: server.c calls this at start (NULL = show data as is). */
+void http_event_json_redact_with(const engine_t *eng);
 
 /* Appends ev as one line of JSON to b (b->oom on allocation failure). */
 void http_event_json(http_buf_t *b, const event_t *ev);

@@ -182,6 +182,17 @@ void http_handle_stream_append(http_req_t *req)
 {
     const char *stream = stream_param(req);
     if (!stream) return;
+    int entity;
+    const char *entity_key;
+    if (req->ctx->engine &&
+        projection_stream_entity(&req->ctx->engine->proj, stream, &entity, &entity_key)) {
+        const char *name = req->ctx->engine->def->entities[entity].name;
+        http_problem_field(req, HTTP_P_VALIDATION, "stream",
+                           "stream \"%s\" belongs to entity %s: write it through /v1/%s, which "
+                           "validates the change and keeps its table in step",
+                           stream, name, name);
+        return;
+    }
 
     json_error_t je;
     json_t *root =

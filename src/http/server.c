@@ -13,6 +13,7 @@
  */
 #include "http/server.h"
 #include "http/app.h"
+#include "http/event_json.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -483,6 +484,10 @@ int http_serve_main(const config_t *cfg)
     if (cfg->app_path[0] && http_app_open(cfg->app_path, ctx->store, ctx->router, &app, &err)) {
         fail_start("cannot serve the app definition", &err);
         goto out;
+    }
+    if (app) {
+        ctx->engine = &app->eng;
+        http_event_json_redact_with(&app->eng);
     }
     if (http_openapi_build(app ? app->def : NULL, app ? app->routes : NULL, ctx->auth != NULL,
                            &openapi, &err) != CHR_OK ||
