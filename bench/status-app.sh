@@ -77,9 +77,9 @@ echo
 echo "non-2xx responses in total: $bad (must be 0)"
 awk -v s="$(field submit rps)" -v t="$(field team rps)" -v u="$(field updates rps)" \
     -v p1="$(field submit p99_ms)" -v p2="$(field team p99_ms)" -v p3="$(field updates p99_ms)" 'BEGIN {
-    printf "goal submit-update >= 20000/s: %s\n", s >= 20000 ? "met" : "NOT met"
-    printf "goal get team >= 40000/s: %s\n", t >= 40000 ? "met" : "NOT met"
-    printf "goal recent updates >= 10000/s: %s\n", u >= 10000 ? "met" : "NOT met"
+    printf "goal submit-update >= 20000/s: %s\n", (s >= 20000) ? "met" : "NOT met"
+    printf "goal get team >= 40000/s: %s\n", (t >= 40000) ? "met" : "NOT met"
+    printf "goal recent updates >= 10000/s: %s\n", (u >= 10000) ? "met" : "NOT met"
     printf "goal p99 <= 10 ms for all: %s\n", (p1 <= 10 && p2 <= 10 && p3 <= 10) ? "met" : "NOT met"
 }'
 [ "$bad" -eq 0 ]

@@ -83,14 +83,13 @@ void engine_stream_name(const entity_def_t *e, const char *key, char *out, size_
 typedef struct write_ctx {
     const projections_t *proj;
     int entity;
-    const char *key;
-    const entity_state_t *state;
+    projection_row_t row;
 } write_ctx_t;
 
 static int write_row(store_tx_t *tx, void *user, chr_err_t *err)
 {
     write_ctx_t *w = user;
-    return projection_write(w->proj, tx, w->entity, w->key, w->state, err);
+    return projection_write(w->proj, tx, w->entity, &w->row, err);
 }
 
 /* Deep-copies a state (data is copied, not shared). */
@@ -215,13 +214,20 @@ static int command_locked(engine_t *eng, int entity, cmd_kind_t kind,
             return r->code = chr_fail(&r->err, CHR_ENOMEM, "", "out of memory");
         }
         ev.timestamp = now;
-        write_ctx_t w = {.proj = &eng->proj, .entity = entity, .key = key, .state = &next};
+        write_ctx_t w = {.proj = &eng->proj, .entity = entity};
+        if (projection_row_render(&eng->proj, entity, key, &next, &w.row) != CHR_OK) {
+            event_free(&ev);
+            entity_state_free(&next);
+            entity_state_free(&state);
+            return r->code = chr_fail(&r->err, CHR_ENOMEM, "", "out of memory");
+        }
         store_append_t ap = {.stream = stream, .expected_version = state.version,
                              .events = &ev, .n_events = 1};
         store_uow_t uow = {.appends = &ap, .n_appends = 1, .apply = write_row, .apply_user = &w};
         chr_err_clear(&r->err);
         rc = store_commit(eng->store, &uow, &r->err);
         event_free(&ev);
+        projection_row_free(&w.row);
         bool raced = rc == CHR_ECONFLICT && strcmp(r->err.field, "expected_version") == 0;
         if (rc == CHR_OK) {
             r->created = !exists;
@@ -399,23 +405,6 @@ int engine_history(engine_t *eng, int entity, const char *key, json_t **out, chr
 
 /* ---- lists -------------------------------------------------------------- */
 
-#define LIST_SELECT "\"_doc\", \"version\", \"created_at\", \"updated_at\""
-#define LIST_SELECT_COLS 4
-
-typedef struct list_ctx {
-    const entity_def_t *e;
-    const query_t *q;
-    char *const *fields;
-    size_t n_fields;
-    json_t *arr;
-    size_t rows;
-    /* copies of the sort values and key of the limit-th row */
-    store_val_t last[QUERY_MAX_SORT + 1];
-    char *last_text[QUERY_MAX_SORT + 1];
-    char *last_key;
-    int rc;
-} list_ctx_t;
-
 json_t *engine_keep_fields(json_t *item, char *const *fields, size_t n)
 {
     if (!fields || !item) return item;
@@ -428,6 +417,22 @@ json_t *engine_keep_fields(json_t *item, char *const *fields, size_t n)
     return out;
 }
 
+#define LIST_SELECT_COLS 2 /* "_json", key */
+
+typedef struct list_ctx {
+    const entity_def_t *e;
+    const query_t *q;
+    char *const *fields;
+    size_t n_fields;
+    FILE *out; /* the JSON array being written */
+    size_t rows;
+    /* copies of the sort values and key of the limit-th row */
+    store_val_t last[QUERY_MAX_SORT + 1];
+    char *last_text[QUERY_MAX_SORT + 1];
+    char *last_key;
+    int rc;
+} list_ctx_t;
+
 static void forget_last(list_ctx_t *c)
 {
     for (size_t i = 0; i <= QUERY_MAX_SORT; i++) {
@@ -438,31 +443,33 @@ static void forget_last(list_ctx_t *c)
     c->last_key = NULL;
 }
 
+/* One row: its stored public JSON is copied as it is, or narrowed to the
+ * route's fields. */
 static int list_row(void *user, const store_val_t *v, size_t n)
 {
     list_ctx_t *c = user;
     if (++c->rows > (size_t)c->q->limit) return 1; /* the probe row: a next page exists */
-    if (n < LIST_SELECT_COLS + c->q->n_sort || v[0].type != SV_TEXT) {
+    if (n < LIST_SELECT_COLS + c->q->n_sort || v[0].type != SV_TEXT || v[1].type != SV_TEXT) {
         c->rc = CHR_ESTORE;
         return 1;
     }
-    entity_state_t st;
-    entity_state_init(&st);
-    st.data = json_loads(v[0].s, 0, NULL);
-    st.version = v[1].i;
-    st.created_at = v[2].i;
-    st.updated_at = v[3].i;
-    json_t *item = st.data ? engine_keep_fields(entity_state_to_json(c->e, &st), c->fields, c->n_fields)
-                           : NULL;
-    if (!item) {
-        entity_state_free(&st);
-        c->rc = CHR_ENOMEM;
-        return 1;
+    if (c->rows > 1) fputc(',', c->out);
+    if (!c->fields) {
+        fputs(v[0].s, c->out);
+    } else {
+        json_t *item = engine_keep_fields(json_loads(v[0].s, 0, NULL), c->fields, c->n_fields);
+        char *text = item ? json_dumps(item, JSON_COMPACT) : NULL;
+        json_decref(item);
+        if (!text) {
+            c->rc = CHR_ENOMEM;
+            return 1;
+        }
+        fputs(text, c->out);
+        free(text);
     }
     if ((size_t)c->q->limit == c->rows) { /* may be the last row of the page */
         forget_last(c);
-        const json_t *k = json_object_get(st.data, c->e->key);
-        c->last_key = strdup(json_is_string(k) ? json_string_value(k) : "");
+        c->last_key = strdup(v[1].s);
         for (size_t i = 0; i < c->q->n_sort; i++) {
             c->last[i] = v[LIST_SELECT_COLS + i];
             if (c->last[i].type == SV_TEXT) {
@@ -473,24 +480,33 @@ static int list_row(void *user, const store_val_t *v, size_t n)
         }
         if (!c->last_key) c->rc = CHR_ENOMEM;
     }
-    entity_state_free(&st);
-    json_array_append_new(c->arr, item);
     return c->rc ? 1 : 0;
 }
 
 int engine_list(engine_t *eng, int entity, const query_t *q, char *const *fields,
-                size_t n_fields, json_t **out, char **next, chr_err_t *err)
+                size_t n_fields, char **out, size_t *out_len, char **next, chr_err_t *err)
 {
     const entity_def_t *e = &eng->def->entities[entity];
     *next = NULL;
+    *out = NULL;
+    char select[160];
+    snprintf(select, sizeof select, "\"_json\", \"%s\"", e->key);
     char *sql = NULL;
     store_val_t *params = NULL;
     size_t n_params = 0;
-    int rc = query_sql(q, e, LIST_SELECT, &sql, &params, &n_params, err);
+    int rc = query_sql(q, e, select, &sql, &params, &n_params, err);
     if (rc) return rc;
-    list_ctx_t c = {.e = e, .q = q, .fields = fields, .n_fields = n_fields, .arr = json_array()};
-    if (!c.arr) rc = chr_fail(err, CHR_ENOMEM, "", "out of memory");
-    if (!rc) rc = store_query(eng->store, sql, params, n_params, list_row, &c, err);
+    char *text = NULL;
+    size_t len = 0;
+    list_ctx_t c = {.e = e, .q = q, .fields = fields, .n_fields = n_fields,
+                    .out = open_memstream(&text, &len)};
+    if (!c.out) rc = chr_fail(err, CHR_ENOMEM, "", "out of memory");
+    if (!rc) {
+        fputc('[', c.out);
+        rc = store_query(eng->store, sql, params, n_params, list_row, &c, err);
+        fputc(']', c.out);
+    }
+    if (c.out) fclose(c.out);
     free(sql);
     free(params);
     if (!rc && c.rc) rc = chr_fail(err, c.rc, "", "reading %s failed", e->name);
@@ -499,9 +515,12 @@ int engine_list(engine_t *eng, int entity, const query_t *q, char *const *fields
         rc = chr_fail(err, CHR_ENOMEM, "", "out of memory");
     forget_last(&c);
     if (rc) {
-        json_decref(c.arr);
+        free(text);
+        free(*next);
+        *next = NULL;
         return rc;
     }
-    *out = c.arr;
+    *out = text;
+    *out_len = len;
     return CHR_OK;
 }

@@ -63,11 +63,12 @@ int engine_get_past(engine_t *eng, int entity, const char *key, int64_t at_us, i
  * event data). CHR_ENOTFOUND when the stream has no events. */
 int engine_history(engine_t *eng, int entity, const char *key, json_t **out, chr_err_t *err);
 
-/* A page of live entities matching q: *out a JSON array (new reference);
- * *next a cursor for the following page or NULL (caller frees). fields (may
- * be NULL) restricts each item to those members. */
+/* A page of live entities matching q as JSON array text: *out (caller
+ * frees, *out_len bytes) is built from the rows' stored public JSON, so no
+ * row is parsed unless fields (may be NULL) narrows each item to those
+ * members. *next is a cursor for the following page or NULL (caller frees). */
 int engine_list(engine_t *eng, int entity, const query_t *q, char *const *fields,
-                size_t n_fields, json_t **out, char **next, chr_err_t *err);
+                size_t n_fields, char **out, size_t *out_len, char **next, chr_err_t *err);
 
 /* For an event of an entity stream whose entity has private fields: a new
  * string (caller frees) with its data minus those fields, in data and in

@@ -13,6 +13,7 @@
 #include "core/timefmt.h"
 
 #define REBUILD_PAGE 2000
+#define PROJECTION_FORMAT 2 /* bump when the table layout chronicle writes changes */
 #define LAYOUT_TABLE "chronicle_projection_layout"
 /* One row: the layout the tables were built for, the tables it made, and
  * whether the replay that fills them finished (a rebuild interrupted by a
@@ -78,9 +79,9 @@ static int build_entity(proj_entity_t *pe, const entity_def_t *e)
         fprintf(upd, "%s\"%s\" = excluded.\"%s\"", n > 1 ? ", " : "", f->name, f->name);
         n++;
     }
-    static const char *sys[] = {"version", "created_at", "updated_at", "_deleted", "_doc"};
-    for (size_t i = 0; i < 5; i++) {
-        fprintf(cols, ", \"%s\" %s NOT NULL", sys[i], i == 4 ? "TEXT" : "INTEGER");
+    static const char *sys[] = {"version", "created_at", "updated_at", "_deleted", "_doc", "_json"};
+    for (size_t i = 0; i < 6; i++) {
+        fprintf(cols, ", \"%s\" %s NOT NULL", sys[i], i >= 4 ? "TEXT" : "INTEGER");
         fprintf(ins, ", \"%s\"", sys[i]);
         fprintf(vals, ", ?");
         fprintf(upd, "%s\"%s\" = excluded.\"%s\"", n > 1 ? ", " : "", sys[i], sys[i]);
@@ -127,12 +128,14 @@ static int build_entity(proj_entity_t *pe, const entity_def_t *e)
                     e->name, f->name, e->name, f->name);
         }
     }
+    /* With the key as the tie-break lists append to every ORDER BY. */
     pe->create_indexes[pe->n_indexes++] =
-        fmt("CREATE INDEX IF NOT EXISTS \"%s_created_at\" ON \"%s\" (\"created_at\")", e->name,
-            e->name);
-    pe->create_indexes[pe->n_indexes++] =
-        fmt("CREATE INDEX IF NOT EXISTS \"%s_updated_at\" ON \"%s\" (\"updated_at\")", e->name,
-            e->name);
+        fmt("CREATE INDEX IF NOT EXISTS \"%s_created_key\" ON \"%s\" (\"created_at\", \"%s\")",
+            e->name, e->name, e->key);
+    if ((e->operations & (OP_UPDATE | OP_UPSERT | OP_DELETE)) || e->n_commands)
+        pe->create_indexes[pe->n_indexes++] = fmt(
+            "CREATE INDEX IF NOT EXISTS \"%s_updated_key\" ON \"%s\" (\"updated_at\", \"%s\")",
+            e->name, e->name, e->key);
     if (!pe->create_table || !pe->drop_table || !pe->upsert_row || !pe->select_state ||
         !pe->exists_live)
         return CHR_ENOMEM;
@@ -168,7 +171,12 @@ int projections_init(projections_t *p, const definition_t *def, chr_err_t *err)
             return chr_fail(err, CHR_ENOMEM, "", "out of memory building projection SQL");
         }
     }
-    definition_layout_hash(def, p->layout);
+    /* The stored layout also names the table format, so a chronicle whose
+     * tables differ (a new system column) rebuilds them like a changed
+     * definition. */
+    char hash[65];
+    definition_layout_hash(def, hash);
+    snprintf(p->layout, sizeof p->layout, "%s/%d", hash, PROJECTION_FORMAT);
     return CHR_OK;
 }
 
@@ -272,16 +280,7 @@ static store_val_t column_value(const field_def_t *f, const json_t *data, char *
         return (store_val_t){.type = SV_NULL};
     case FT_NUMBER: return (store_val_t){.type = SV_REAL, .r = json_number_value(v)};
     case FT_BOOLEAN: return (store_val_t){.type = SV_INT, .i = json_is_true(v) ? 1 : 0};
-    case FT_JSON: {
-        char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (text && strlen(text) < scratch_size) {
-            memcpy(scratch, text, strlen(text) + 1);
-            free(text);
-            return (store_val_t){.type = SV_TEXT, .s = scratch};
-        }
-        free(text);
-        return (store_val_t){.type = SV_NULL}; /* large json stays in _doc only */
-    }
+    case FT_JSON: return (store_val_t){.type = SV_NULL}; /* lives in _doc and _json only */
     default:
         if (json_is_string(v)) return (store_val_t){.type = SV_TEXT, .s = json_string_value(v)};
         return (store_val_t){.type = SV_NULL};
@@ -325,22 +324,46 @@ static int check_refs_and_unique(const projections_t *p, const proj_entity_t *pe
     return CHR_OK;
 }
 
-int projection_write(const projections_t *p, store_tx_t *tx, int entity, const char *key,
-                     const entity_state_t *state, chr_err_t *err)
+int projection_row_render(const projections_t *p, int entity, const char *key,
+                          const entity_state_t *state, projection_row_t *row)
+{
+    const entity_def_t *e = p->entities[entity].def;
+    memset(row, 0, sizeof *row);
+    row->key = key;
+    row->state = state;
+    row->doc = json_dumps(state->data ? state->data : json_object(), JSON_COMPACT);
+    json_t *view = state->data && !state->deleted ? entity_state_to_json(e, state) : NULL;
+    row->pub = view ? json_dumps(view, JSON_COMPACT) : strdup("null");
+    json_decref(view);
+    if (!row->doc || !row->pub) {
+        projection_row_free(row);
+        return CHR_ENOMEM;
+    }
+    return CHR_OK;
+}
+
+void projection_row_free(projection_row_t *row)
+{
+    free(row->doc);
+    free(row->pub);
+    row->doc = row->pub = NULL;
+}
+
+int projection_write(const projections_t *p, store_tx_t *tx, int entity,
+                     const projection_row_t *row, chr_err_t *err)
 {
     const proj_entity_t *pe = &p->entities[entity];
     const entity_def_t *e = pe->def;
+    const entity_state_t *state = row->state;
+    const char *key = row->key;
     if (!state->deleted) {
         int rc = check_refs_and_unique(p, pe, tx, key, state, err);
         if (rc) return rc;
     }
-    char *doc = json_dumps(state->data ? state->data : json_object(), JSON_COMPACT);
-    if (!doc) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
     size_t n = pe->n_columns;
     store_val_t *vals = calloc(n, sizeof *vals);
     char(*scratch)[512] = calloc(e->n_fields ? e->n_fields : 1, sizeof *scratch);
     if (!vals || !scratch) {
-        free(doc);
         free(vals);
         free(scratch);
         return chr_fail(err, CHR_ENOMEM, "", "out of memory");
@@ -359,11 +382,11 @@ int projection_write(const projections_t *p, store_tx_t *tx, int entity, const c
     vals[k++] = (store_val_t){.type = SV_INT, .i = state->created_at};
     vals[k++] = (store_val_t){.type = SV_INT, .i = state->updated_at};
     vals[k++] = (store_val_t){.type = SV_INT, .i = state->deleted ? 1 : 0};
-    vals[k++] = (store_val_t){.type = SV_TEXT, .s = doc};
+    vals[k++] = (store_val_t){.type = SV_TEXT, .s = row->doc};
+    vals[k++] = (store_val_t){.type = SV_TEXT, .s = row->pub};
     int rc = store_tx_exec(tx, pe->upsert_row, vals, k, NULL, err);
     free(vals);
     free(scratch);
-    free(doc);
     return rc;
 }
 
@@ -383,7 +406,7 @@ static int exec_all(store_tx_t *tx, const projections_t *p, bool drop, chr_err_t
 }
 
 typedef struct layout_row {
-    char layout[65];
+    char layout[80];
     char *tables; /* JSON array text, owned */
     bool found, ready;
 } layout_row_t;
@@ -495,8 +518,10 @@ static int replay_apply(store_tx_t *tx, void *user, chr_err_t *err)
             /* A rebuild reproduces what the log says: the checks of refs and
              * unique values were made when the events were written. */
             chr_err_t werr = {0};
-            const entity_state_t *sp = &st;
-            rc = projection_write(c->p, tx, entity, key, sp, &werr);
+            projection_row_t row;
+            rc = projection_row_render(c->p, entity, key, &st, &row);
+            if (!rc) rc = projection_write(c->p, tx, entity, &row, &werr);
+            projection_row_free(&row);
             if (rc == CHR_EINVAL || rc == CHR_ECONFLICT) rc = CHR_OK; /* see above */
             else if (rc && err) *err = werr;
         }

@@ -7,7 +7,9 @@
  *   "<entity>" ( "<key>" TEXT PRIMARY KEY, one column per field,
  *                "version" INTEGER, "created_at" INTEGER, "updated_at" INTEGER
  *                (microseconds), "_deleted" INTEGER, "_doc" TEXT (the whole
- *                state as JSON, private fields included) )
+ *                state as JSON, private fields included), "_json" TEXT (the
+ *                public view as served, so lists copy it instead of
+ *                re-rendering every row) )
  * Deleted entities keep a row with "_deleted" = 1 (a tombstone) so
  * recreate_after_delete can be decided from the row alone; unique indexes
  * are partial (live rows only).
@@ -38,7 +40,7 @@ typedef struct proj_entity {
 typedef struct projections {
     const definition_t *def;
     proj_entity_t *entities; /* parallel to def->entities */
-    char layout[65];
+    char layout[80]; /* definition layout hash + "/" + table format version */
 } projections_t;
 
 /* Builds the SQL for every entity of def (borrowed; must outlive p). */
@@ -59,11 +61,25 @@ int projections_rebuild(projections_t *p, store_t *s, int64_t *events, chr_err_t
 int projection_load(const projections_t *p, store_t *s, int entity, const char *key,
                     entity_state_t *state, chr_err_t *err);
 
-/* Inside a unit of work: checks refs and unique values of state against the
- * other rows, then writes the row. Ref misses are CHR_EINVAL and unique
- * clashes CHR_ECONFLICT, with err->field naming the field. */
-int projection_write(const projections_t *p, store_tx_t *tx, int entity, const char *key,
-                     const entity_state_t *state, chr_err_t *err);
+/* A row ready to write: its JSON texts are rendered outside the writer
+ * thread (projection_row_render) so the single writer only runs SQL. */
+typedef struct projection_row {
+    const char *key;             /* borrowed */
+    const entity_state_t *state; /* borrowed */
+    char *doc;                   /* owned: the whole state (private fields too) */
+    char *pub;                   /* owned: the public view as served */
+} projection_row_t;
+
+/* Renders the texts of a row. Returns CHR_OK or CHR_ENOMEM (row empty). */
+int projection_row_render(const projections_t *p, int entity, const char *key,
+                          const entity_state_t *state, projection_row_t *row);
+void projection_row_free(projection_row_t *row);
+
+/* Inside a unit of work: checks refs and unique values of the row's state
+ * against the other rows, then writes the row. Ref misses are CHR_EINVAL
+ * and unique clashes CHR_ECONFLICT, with err->field naming the field. */
+int projection_write(const projections_t *p, store_tx_t *tx, int entity,
+                     const projection_row_t *row, chr_err_t *err);
 
 /* Splits a stream name "<entity>-<key>" into the entity index and the key
  * (borrowed, points into stream). Returns false for other streams. */

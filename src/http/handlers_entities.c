@@ -320,10 +320,10 @@ static void handle_list(http_req_t *req)
         query_free(&q);
         return;
     }
-    json_t *out = NULL;
-    char *next = NULL;
+    char *out = NULL, *next = NULL;
+    size_t len = 0;
     rc = engine_list(er->eng, er->entity, &q, er->app ? er->app->fields : NULL,
-                     er->app ? er->app->n_fields : 0, &out, &next, &err);
+                     er->app ? er->app->n_fields : 0, &out, &len, &next, &err);
     query_free(&q);
     if (rc) {
         http_problem_err(req, &err, false, NULL);
@@ -331,7 +331,7 @@ static void handle_list(http_req_t *req)
     }
     if (next) add_next_link(req, next);
     free(next);
-    http_respond_json(req, 200, out);
+    http_respond(req, 200, "application/json", out, len);
 }
 
 /* ---- the route tables ---------------------------------------------------- */

@@ -128,11 +128,14 @@ static int64_t count_rows(fixture_t *f, int entity)
     chr_err_t err = {0};
     const char *names[] = {"limit"}, *values[] = {"1000"};
     assert_int_equal(query_parse(&f->def->entities[entity], NULL, names, values, 1, &q, &err), 0);
-    json_t *arr = NULL;
-    char *next = NULL;
-    assert_int_equal(engine_list(&f->eng, entity, &q, NULL, 0, &arr, &next, &err), 0);
+    char *text = NULL, *next = NULL;
+    size_t len = 0;
+    assert_int_equal(engine_list(&f->eng, entity, &q, NULL, 0, &text, &len, &next, &err), 0);
+    json_t *arr = json_loadb(text, len, 0, NULL);
+    assert_non_null(arr);
     int64_t n = (int64_t)json_array_size(arr);
     json_decref(arr);
+    free(text);
     free(next);
     query_free(&q);
     return n;
