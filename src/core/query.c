@@ -1117,3 +1117,31 @@ int query_sql(const query_t *q, const entity_def_t *e, const char *select_cols, 
     *n_params_out = p.n;
     return CHR_OK;
 }
+
+char *query_index_columns(const entity_def_t *e, const char *sort)
+{
+    const char *names[] = {"sort"}, *values[] = {sort};
+    query_t q;
+    chr_err_t err = {0};
+    if (query_parse(e, NULL, names, values, 1, &q, &err) != CHR_OK) {
+        query_free(&q);
+        return NULL;
+    }
+    sbuf_t b = {0};
+    for (size_t i = 0; i < q.n_sort; i++) {
+        if (i) sb_addf(&b, ", ");
+        sb_sort_expr(&b, q.sort[i].column, q.sort[i].kind, q.sort[i].nullable);
+        if (q.sort[i].desc) sb_addf(&b, " DESC");
+    }
+    if (q.key_tiebreak) {
+        sb_addf(&b, ", ");
+        sb_ident(&b, q.key);
+        if (q.tiebreak_desc) sb_addf(&b, " DESC");
+    }
+    query_free(&q);
+    if (b.failed || !b.p) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}

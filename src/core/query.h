@@ -183,6 +183,13 @@ int query_sql(const query_t *q, const entity_def_t *e, const char *select_cols, 
 int query_cursor(const query_t *q, const store_val_t *sort_vals, size_t n, const char *key,
                  char **cursor_out);
 
+/* The column list of an index that serves lists of e ordered by sort (a
+ * route's fixed sort, e.g. "-created_at,name"): the same expressions, in
+ * the same directions, as query_sql's ORDER BY, so the database can walk
+ * the index instead of sorting. A new string (caller frees), or NULL when
+ * sort is not valid for e or memory ran out. */
+char *query_index_columns(const entity_def_t *e, const char *sort);
+
 /* Releases everything q owns and empties it. q may be empty or NULL. */
 void query_free(query_t *q);
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/query.h"
 #include "core/timefmt.h"
 
 #define REBUILD_PAGE 2000
@@ -45,7 +46,8 @@ static const char *column_type(field_type_t t)
 }
 
 /* Builds every statement of one entity. */
-static int build_entity(proj_entity_t *pe, const entity_def_t *e)
+static int build_entity(proj_entity_t *pe, const entity_def_t *e, const route_def_t *routes,
+                        size_t n_routes)
 {
     pe->def = e;
     FILE *cols = NULL, *ins = NULL, *vals = NULL, *upd = NULL;
@@ -108,7 +110,8 @@ static int build_entity(proj_entity_t *pe, const entity_def_t *e)
 
     /* Indexes: refs (lookups and joins), unique fields (partial, live rows),
      * and the system orderings lists use most. */
-    pe->create_indexes = calloc(e->n_fields + 2, sizeof *pe->create_indexes);
+    size_t index_cap = e->n_fields + 2 + n_routes;
+    pe->create_indexes = calloc(index_cap, sizeof *pe->create_indexes);
     pe->unique_check = calloc(e->n_fields ? e->n_fields : 1, sizeof *pe->unique_check);
     if (!pe->create_indexes || !pe->unique_check) return CHR_ENOMEM;
     for (size_t i = 0; i < e->n_fields; i++) {
@@ -136,6 +139,20 @@ static int build_entity(proj_entity_t *pe, const entity_def_t *e)
         pe->create_indexes[pe->n_indexes++] = fmt(
             "CREATE INDEX IF NOT EXISTS \"%s_updated_key\" ON \"%s\" (\"updated_at\", \"%s\")",
             e->name, e->name, e->key);
+    /* The sort orders the definition's list routes declare. */
+    for (size_t r = 0; r < n_routes; r++) {
+        if (!routes[r].sort || strcmp(routes[r].action, "list") != 0) continue;
+        if (pe->n_indexes >= index_cap) break;
+        char *exprs = query_index_columns(e, routes[r].sort);
+        if (!exprs) continue;
+        /* Named by its columns, so a changed sort makes a new index. */
+        uint32_t h = 2166136261u;
+        for (const char *c = exprs; *c; c++) h = (h ^ (unsigned char)*c) * 16777619u;
+        pe->create_indexes[pe->n_indexes++] =
+            fmt("CREATE INDEX IF NOT EXISTS \"%s_sort_%08x\" ON \"%s\" (%s)", e->name, h,
+                e->name, exprs);
+        free(exprs);
+    }
     if (!pe->create_table || !pe->drop_table || !pe->upsert_row || !pe->select_state ||
         !pe->exists_live)
         return CHR_ENOMEM;
@@ -166,7 +183,14 @@ int projections_init(projections_t *p, const definition_t *def, chr_err_t *err)
     p->entities = calloc(def->n_entities ? def->n_entities : 1, sizeof *p->entities);
     if (!p->entities) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
     for (size_t i = 0; i < def->n_entities; i++) {
-        if (build_entity(&p->entities[i], &def->entities[i]) != CHR_OK) {
+        /* Only this entity's routes (route_def_t.entity) declare its sorts. */
+        size_t n = 0;
+        route_def_t *mine = calloc(def->n_routes ? def->n_routes : 1, sizeof *mine);
+        for (size_t r = 0; mine && r < def->n_routes; r++)
+            if (def->routes[r].entity == (int)i) mine[n++] = def->routes[r];
+        int rc = mine ? build_entity(&p->entities[i], &def->entities[i], mine, n) : CHR_ENOMEM;
+        free(mine);
+        if (rc != CHR_OK) {
             projections_free(p);
             return chr_fail(err, CHR_ENOMEM, "", "out of memory building projection SQL");
         }
