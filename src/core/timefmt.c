@@ -37,7 +37,8 @@ static void civil_from_days(int64_t z, int *y, int *m, int *d)
     *y = (int)(yoe + era * 400 + (*m <= 2));
 }
 
-void time_format_us(int64_t us, char out[TIMEFMT_LEN + 1])
+/* Formats us from scratch. */
+static void format_full(int64_t us, char out[TIMEFMT_LEN + 1])
 {
     int64_t secs = us / 1000000, frac = us % 1000000;
     if (frac < 0) {
@@ -55,6 +56,31 @@ void time_format_us(int64_t us, char out[TIMEFMT_LEN + 1])
     snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", y % 10000, m, d,
              (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60), (int)frac);
     memcpy(out, buf, TIMEFMT_LEN);
+    out[TIMEFMT_LEN] = '\0';
+}
+
+void time_format_us(int64_t us, char out[TIMEFMT_LEN + 1])
+{
+    /* Logs and responses format "now" many times a second: the date and
+     * time of day change once a second, so keep them per thread and write
+     * only the microseconds by hand. */
+    static _Thread_local int64_t cached_sec = INT64_MIN;
+    static _Thread_local char cached[TIMEFMT_LEN + 1];
+    if (us < 0 || us > (INT64_C(1) << 60)) {
+        format_full(us, out);
+        return;
+    }
+    int64_t sec = us / 1000000, frac = us % 1000000;
+    if (sec != cached_sec) {
+        format_full(sec * 1000000, cached);
+        cached_sec = sec;
+    }
+    memcpy(out, cached, 20); /* "YYYY-MM-DDTHH:MM:SS." */
+    for (int i = 25; i >= 20; i--) {
+        out[i] = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    out[26] = 'Z';
     out[TIMEFMT_LEN] = '\0';
 }
 

@@ -68,33 +68,9 @@ void http_buf_i64(http_buf_t *b, int64_t v)
 
 void http_buf_timestamp(http_buf_t *b, int64_t us)
 {
-    /* The date and time of day change once a second: format them with
-     * time_format_us only then (per thread), the microseconds by hand. */
-    static _Thread_local int64_t cached_sec = INT64_MIN;
-    static _Thread_local char cached[TIMEFMT_LEN + 1];
-    if (us < -(INT64_C(1) << 60) || us > (INT64_C(1) << 60)) { /* far outside any real clock */
-        char ts[TIMEFMT_LEN + 1];
-        time_format_us(us, ts);
-        http_buf_append(b, ts, TIMEFMT_LEN);
-        return;
-    }
-    int64_t sec = us / 1000000, frac = us % 1000000;
-    if (frac < 0) {
-        frac += 1000000;
-        sec--;
-    }
-    if (sec != cached_sec) {
-        time_format_us(sec * 1000000, cached);
-        cached_sec = sec;
-    }
-    char out[TIMEFMT_LEN];
-    memcpy(out, cached, 20); /* "YYYY-MM-DDTHH:MM:SS." */
-    for (int i = 25; i >= 20; i--) {
-        out[i] = (char)('0' + frac % 10);
-        frac /= 10;
-    }
-    out[26] = 'Z';
-    http_buf_append(b, out, TIMEFMT_LEN);
+    char ts[TIMEFMT_LEN + 1];
+    time_format_us(us, ts);
+    http_buf_append(b, ts, TIMEFMT_LEN);
 }
 
 void http_buf_printf(http_buf_t *b, const char *fmt, ...)

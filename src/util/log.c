@@ -227,32 +227,12 @@ static void put_num(line_t *l, double d)
     put(l, frac, 4);
 }
 
-/* Appends the current time as RFC 3339 with microseconds. The date part is
- * formatted once a second per thread. */
+/* Appends the current time as RFC 3339 with microseconds. */
 static void put_now(line_t *l)
 {
-    static _Thread_local int64_t cached_sec = -1;
-    static _Thread_local char cached[TIMEFMT_LEN + 1];
-    int64_t us = time_now_us();
-    int64_t sec = us / 1000000, frac = us % 1000000;
-    if (us < 0) {
-        char ts[TIMEFMT_LEN + 1];
-        time_format_us(us, ts);
-        puts_lit(l, ts);
-        return;
-    }
-    if (sec != cached_sec) {
-        time_format_us(sec * 1000000, cached);
-        cached_sec = sec;
-    }
-    char out[TIMEFMT_LEN];
-    memcpy(out, cached, 20); /* "YYYY-MM-DDTHH:MM:SS." */
-    for (int i = 25; i >= 20; i--) {
-        out[i] = (char)('0' + frac % 10);
-        frac /= 10;
-    }
-    out[26] = 'Z';
-    put(l, out, TIMEFMT_LEN);
+    char ts[TIMEFMT_LEN + 1];
+    time_format_us(time_now_us(), ts);
+    put(l, ts, TIMEFMT_LEN);
 }
 
 void log_emit(log_level_t level, const char *msg, const log_field_t *fields, size_t n)
