@@ -39,8 +39,8 @@ static const char *column_type(field_type_t t)
 {
     switch (t) {
     case FT_INTEGER:
-    case FT_BOOLEAN: return "INTEGER";
-    case FT_NUMBER: return "REAL";
+    case FT_BOOLEAN: return "BIGINT";      /* 64-bit in SQLite and PostgreSQL alike */
+    case FT_NUMBER: return "DOUBLE PRECISION";
     default: return "TEXT";
     }
 }
@@ -83,7 +83,7 @@ static int build_entity(proj_entity_t *pe, const entity_def_t *e, const route_de
     }
     static const char *sys[] = {"version", "created_at", "updated_at", "_deleted", "_doc", "_json"};
     for (size_t i = 0; i < 6; i++) {
-        fprintf(cols, ", \"%s\" %s NOT NULL", sys[i], i >= 4 ? "TEXT" : "INTEGER");
+        fprintf(cols, ", \"%s\" %s NOT NULL", sys[i], i >= 4 ? "TEXT" : "BIGINT");
         fprintf(ins, ", \"%s\"", sys[i]);
         fprintf(vals, ", ?");
         fprintf(upd, "%s\"%s\" = excluded.\"%s\"", n > 1 ? ", " : "", sys[i], sys[i]);
