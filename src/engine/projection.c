@@ -21,7 +21,7 @@
  * crash is redone on the next start). */
 #define LAYOUT_DDL                                                                              \
     "CREATE TABLE IF NOT EXISTS " LAYOUT_TABLE " (id INTEGER PRIMARY KEY, layout TEXT NOT NULL, " \
-    "tables TEXT NOT NULL, built_at INTEGER NOT NULL, ready INTEGER NOT NULL)"
+    "tables TEXT NOT NULL, built_at BIGINT NOT NULL, ready INTEGER NOT NULL)"
 
 /* printf into a new heap string (NULL on allocation failure). */
 static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));

@@ -47,22 +47,24 @@ int store_open(const char *url, const store_options_t *opts, store_t **out, chr_
     if (!url || !*url) url = "sqlite:./chronicle.db";
 
     const char *path = url;
+    bool postgres = false;
     if (strncmp(url, "sqlite:", 7) == 0) {
         path = url + 7;
         if (strncmp(path, "//", 2) == 0) path += 2; /* sqlite://path */
     } else if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0) {
-        return chr_fail(err, CHR_EINVAL, "DATABASE_URL",
-                        "PostgreSQL is not supported by this build yet; use sqlite:PATH");
+        postgres = true;
     } else if (strstr(url, "://")) {
         return chr_fail(err, CHR_EINVAL, "DATABASE_URL",
-                        "unknown database URL scheme in \"%s\"; expected sqlite:PATH", url);
+                        "unknown database URL scheme in \"%s\"; expected sqlite:PATH or "
+                        "postgres://...",
+                        url);
     }
     if (!*path) return chr_fail(err, CHR_EINVAL, "DATABASE_URL", "sqlite: URL has an empty path");
 
     notify_t *n = notify_new();
     if (!n) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
     store_t *s = NULL;
-    int rc = sqlite_store_open(path, &o, &s, err);
+    int rc = postgres ? pg_store_open(url, &o, &s, err) : sqlite_store_open(path, &o, &s, err);
     if (rc) {
         pthread_mutex_destroy(&n->lock);
         pthread_cond_destroy(&n->cond);

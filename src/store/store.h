@@ -151,7 +151,8 @@ struct store_tx {
 };
 
 /* Opens the store named by url: NULL or "" -> sqlite:./chronicle.db;
- * "sqlite:PATH" or a plain path -> SQLite. opts may be NULL (defaults). On
+ * "sqlite:PATH" or a plain path -> SQLite; "postgres://..." or
+ * "postgresql://..." (a libpq URI) -> PostgreSQL. opts may be NULL (defaults). On
  * success *out is a new store the caller closes with store_close. */
 int store_open(const char *url, const store_options_t *opts, store_t **out, chr_err_t *err);
 
@@ -246,5 +247,6 @@ void store_notify_commit(store_t *s, int64_t head);
 /* Backend constructors (store/sqlite/sqlite_store.c, ...). */
 int sqlite_store_open(const char *path, const store_options_t *opts, store_t **out,
                       chr_err_t *err);
+int pg_store_open(const char *url, const store_options_t *opts, store_t **out, chr_err_t *err);
 
 #endif

@@ -1,8 +1,8 @@
 """
 conftest.py - black-box harness for the chronicle HTTP API (docs/http-api.md).
 
-Starts the real binary on an ephemeral 127.0.0.1 port with a scratch SQLite
-database, learns the port from the "listening" log line on stderr, and gives
+Starts the real binary on an ephemeral 127.0.0.1 port with a scratch database
+of its own (a SQLite file, or a fresh PostgreSQL database), learns the port from the "listening" log line on stderr, and gives
 tests small helpers: assertions for JSON and problem+json responses, a
 hand-written SSE reader over requests, a raw-socket HTTP client for requests
 that `requests` refuses to send, a Prometheus text parser and a deadline-polled
@@ -11,7 +11,16 @@ wait_until. Nothing here knows how the server is implemented.
 Environment:
   CHRONICLE_BIN       the binary (default /work/main/build/chronicle)
   CHRONICLE_TEST_TMP  scratch root (default /tmp/chronicle-api-tests)
-  CHRONICLE_KEEP_TMP  set to 1 to keep each server's scratch directory
+  CHRONICLE_KEEP_TMP  set to 1 to keep each server's scratch directory (and
+                      its PostgreSQL database)
+  CHRONICLE_TEST_DATABASE  the backend every Server runs on: `sqlite` (default:
+                      a file in the server's scratch directory) or `postgres`
+                      (a database of its own, CREATE DATABASE'd with psql in the
+                      cluster of CHRONICLE_PG_URL and dropped when the server
+                      is closed; scripts/pg-test.sh run sets that URL)
+  CHRONICLE_PG_URL    the throwaway cluster's maintenance database, e.g.
+                      postgres://postgres@/postgres?host=DIR&port=PORT
+  CHRONICLE_PSQL      the psql to use (default: psql on PATH)
 
 Test modules import helpers with `from conftest import ...` (pytest puts this
 directory on sys.path because tests/api has no __init__.py).
@@ -41,6 +50,15 @@ KEEP_TMP = os.environ.get("CHRONICLE_KEEP_TMP") == "1"
 START_DEADLINE = 20.0
 STOP_DEADLINE = 30.0
 HTTP_TIMEOUT = 10.0
+
+TEST_DATABASE = os.environ.get("CHRONICLE_TEST_DATABASE") or "sqlite"
+PG_URL = os.environ.get("CHRONICLE_PG_URL") or ""
+PSQL = os.environ.get("CHRONICLE_PSQL") or "psql"
+if TEST_DATABASE not in ("sqlite", "postgres"):
+    raise RuntimeError(f"CHRONICLE_TEST_DATABASE={TEST_DATABASE!r}: expected sqlite or postgres")
+if TEST_DATABASE == "postgres" and not PG_URL:
+    raise RuntimeError("CHRONICLE_TEST_DATABASE=postgres needs CHRONICLE_PG_URL, the URL of a throwaway "
+                       "cluster: run the suite under `scripts/pg-test.sh run DIR -- python3 -m pytest ...`")
 
 # Variables the server reads; cleared so the caller's environment cannot leak in.
 SERVER_ENV_VARS = (
@@ -76,6 +94,41 @@ def wait_until(pred, timeout=10.0, interval=0.02, msg=None):
 
 
 # --------------------------------------------------------------------------
+# PostgreSQL databases (CHRONICLE_TEST_DATABASE=postgres)
+
+
+def psql(sql, url=None):
+    """Runs SQL with psql on url (default: the cluster's maintenance database
+    CHRONICLE_PG_URL); returns its unaligned output. Raises RuntimeError with
+    psql's message when it fails."""
+    argv = [PSQL, url or PG_URL, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql]
+    try:
+        p = subprocess.run(argv, capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise RuntimeError(f"{' '.join(argv)}: {e}") from e
+    if p.returncode != 0:
+        raise RuntimeError(f"psql failed ({p.returncode}) on {sql!r}: {p.stderr.decode('utf-8', 'replace')}")
+    return p.stdout.decode("utf-8", "replace")
+
+
+def pg_database_url(dbname):
+    """The URL of database dbname in the cluster of CHRONICLE_PG_URL."""
+    return urlsplit(PG_URL)._replace(path="/" + dbname).geturl()
+
+
+def create_pg_database(name):
+    """CREATE DATABASE with a unique name derived from name; returns the name."""
+    stem = re.sub(r"[^a-z0-9_]", "_", name.lower())[:32]
+    dbname = f"t_{stem}_{uuid.uuid4().hex[:12]}"
+    psql(f'CREATE DATABASE "{dbname}"')
+    return dbname
+
+
+def drop_pg_database(dbname):
+    psql(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+# --------------------------------------------------------------------------
 # the server under test
 
 
@@ -85,12 +138,23 @@ class ServerStartError(RuntimeError):
 
 class Server:
     """One `chronicle serve` process on 127.0.0.1:<ephemeral> with its own
-    database directory. Only ever signals its own process, by PID."""
+    scratch directory and database: a SQLite file in that directory, or with
+    CHRONICLE_TEST_DATABASE=postgres a database of its own in the test
+    cluster (kept across restart(), dropped by close()). Only ever signals
+    its own process, by PID."""
 
     def __init__(self, args=(), env=None, heartbeat_ms=200, name="srv"):
         os.makedirs(TMP_ROOT, exist_ok=True)
         self.dir = tempfile.mkdtemp(prefix=f"{name}-", dir=TMP_ROOT)
-        self.db_path = os.path.join(self.dir, "chronicle.db")
+        self.backend = TEST_DATABASE
+        if self.backend == "postgres":
+            self.db_path = None
+            self.pg_database = create_pg_database(name)
+            self.database = pg_database_url(self.pg_database)
+        else:
+            self.db_path = os.path.join(self.dir, "chronicle.db")
+            self.pg_database = None
+            self.database = f"sqlite:{self.db_path}"
         self.extra_args = list(args)
         self.env = {k: v for k, v in os.environ.items() if k not in SERVER_ENV_VARS}
         if heartbeat_ms is not None:
@@ -108,8 +172,7 @@ class Server:
     # -- lifecycle -------------------------------------------------------
 
     def argv(self):
-        return [BIN, "serve", "--listen", "127.0.0.1:0", "--database", f"sqlite:{self.db_path}",
-                *self.extra_args]
+        return [BIN, "serve", "--listen", "127.0.0.1:0", "--database", self.database, *self.extra_args]
 
     def start(self):
         if not os.path.exists(BIN):
@@ -228,9 +291,12 @@ class Server:
         ok = self.killed or rc == 0
         if ok and not KEEP_TMP:
             shutil.rmtree(self.dir, ignore_errors=True)
+            if self.pg_database:
+                drop_pg_database(self.pg_database)
         if not ok:
             how = "died during the test" if died is not None else "exited on SIGTERM"
-            pytest.fail(f"chronicle {how} with code {rc}; scratch {self.dir}; stderr tail:\n"
+            pytest.fail(f"chronicle {how} with code {rc}; scratch {self.dir}; database {self.database}; "
+                        f"stderr tail:\n"
                         f"{self.stderr_tail()}", pytrace=False)
 
     def _close_session(self):

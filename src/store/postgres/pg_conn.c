@@ -1,0 +1,620 @@
+/*
+ * pg_conn.c - one libpq connection as the PostgreSQL backend uses it:
+ * lazy connect and reconnect after errors, statements prepared once per
+ * session and cached by SQL text, '?' placeholders translated to $n, values
+ * sent as text, and PostgreSQL errors mapped to chronicle's statuses (a lost
+ * connection is CHR_EUNAVAILABLE, which HTTP answers with 503).
+ *
+ * Not here: what the statements are (pg_store.c) or any locking: a pg_conn_t
+ * belongs to one thread at a time.
+ */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store/postgres/pg_internal.h"
+
+#define PG_RETRY_MS 250        /* between reconnect attempts of one connection */
+#define PG_STMT_CACHE_MAX 2000 /* prepared statements per session before DEALLOCATE ALL */
+
+int64_t pg_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void pg_conninfo_init(pg_conninfo_t *info, const char *url)
+{
+    /* Keywords before dbname are defaults the URL may override; those after
+     * it are ours to fix (libpq processes them in order). */
+    static const char *const before[][2] = {
+        {"connect_timeout", "5"},
+        {"keepalives_idle", "30"},
+        {"keepalives_interval", "10"},
+        {"keepalives_count", "3"},
+        {"fallback_application_name", "chronicle"},
+    };
+    size_t k = 0;
+    for (size_t i = 0; i < sizeof before / sizeof before[0]; i++) {
+        info->keywords[k] = before[i][0];
+        info->values[k++] = before[i][1];
+    }
+    info->keywords[k] = "dbname";
+    info->values[k++] = url;
+    info->keywords[k] = "client_encoding";
+    info->values[k++] = "UTF8";
+    info->keywords[k] = NULL;
+    info->values[k] = NULL;
+}
+
+void pg_conn_init(pg_conn_t *c, const pg_conninfo_t *info, const char *role, const char *setup_sql)
+{
+    memset(c, 0, sizeof *c);
+    c->info = info;
+    c->role = role;
+    c->setup_sql = setup_sql;
+}
+
+void pg_conn_end_tx(pg_conn_t *c)
+{
+    c->in_tx = false;
+}
+
+/* Records whether the session is inside a transaction now (unknown, and so
+ * left as it was, once the connection is gone). */
+static void note_tx(pg_conn_t *c)
+{
+    if (c->pg && PQstatus(c->pg) == CONNECTION_OK)
+        c->in_tx = PQtransactionStatus(c->pg) != PQTRANS_IDLE;
+}
+
+void pg_conn_close(pg_conn_t *c)
+{
+    if (c->pg) PQfinish(c->pg);
+    c->pg = NULL;
+    strmap_free(&c->stmts);
+}
+
+/* Copies libpq's message into out on one line, without trailing blanks. */
+static void one_line(char *out, size_t size, const char *msg)
+{
+    size_t o = 0;
+    bool blank = false;
+    for (const char *p = msg ? msg : ""; *p && o + 1 < size; p++) {
+        bool ws = *p == '\n' || *p == '\t' || *p == '\r' || *p == ' ';
+        if (ws) {
+            blank = o > 0;
+            continue;
+        }
+        if (blank && o + 2 < size) out[o++] = ' ';
+        blank = false;
+        out[o++] = *p;
+    }
+    out[o] = '\0';
+}
+
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+int pg_conn_ensure(pg_conn_t *c, chr_err_t *err)
+{
+    if (c->pg && !c->broken && PQstatus(c->pg) == CONNECTION_OK) return CHR_OK;
+    if (c->in_tx)
+        return chr_fail(err, CHR_EUNAVAILABLE, "",
+                        "PostgreSQL is unavailable: the %s connection was lost inside a "
+                        "transaction",
+                        c->role);
+    int64_t now = pg_mono_ms();
+    if (now < c->retry_at_ms)
+        return chr_fail(err, CHR_EUNAVAILABLE, "", "PostgreSQL is unavailable: %s", c->last_error);
+    if (c->pg) {
+        PQreset(c->pg);
+    } else {
+        c->pg = PQconnectdbParams(c->info->keywords, c->info->values, 1);
+        /* NOTICEs ("relation already exists, skipping") are not errors; libpq
+         * would print them on stderr, outside our JSON log. */
+        if (c->pg) PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
+    }
+    const char *why = NULL;
+    if (!c->pg)
+        why = "out of memory";
+    else if (PQstatus(c->pg) != CONNECTION_OK)
+        why = PQerrorMessage(c->pg);
+    if (!why) {
+        /* A new session: statements prepared by the old one are gone. */
+        strmap_clear(&c->stmts);
+        c->next_stmt = 0;
+        if (c->setup_sql) {
+            PGresult *r = PQexec(c->pg, c->setup_sql);
+            if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+                const char *m = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+                one_line(c->last_error, sizeof c->last_error, m ? m : PQerrorMessage(c->pg));
+                PQclear(r);
+                c->broken = true;
+                c->retry_at_ms = now + PG_RETRY_MS;
+                return chr_fail(err, CHR_EUNAVAILABLE, "",
+                                "PostgreSQL: setting up the %s "
+                                "connection failed: %s",
+                                c->role, c->last_error);
+            }
+            PQclear(r);
+        }
+        c->broken = false;
+        c->generation++;
+        return CHR_OK;
+    }
+    one_line(c->last_error, sizeof c->last_error, why);
+    c->broken = true;
+    c->retry_at_ms = now + PG_RETRY_MS;
+    return chr_fail(err, CHR_EUNAVAILABLE, "", "PostgreSQL is unavailable: %s", c->last_error);
+}
+
+int pg_conn_fail(pg_conn_t *c, const PGresult *r, const char *what, chr_err_t *err)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *detail = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL) : NULL;
+    char msg[300];
+    one_line(msg, sizeof msg,
+             primary ? primary : (c->pg ? PQerrorMessage(c->pg) : "no connection"));
+    if (!msg[0]) snprintf(msg, sizeof msg, "unknown error");
+    char det[200] = "";
+    if (detail) one_line(det, sizeof det, detail);
+    snprintf(c->sqlstate, sizeof c->sqlstate, "%s", state ? state : "");
+    bool lost = !c->pg || PQstatus(c->pg) != CONNECTION_OK ||
+                (state && strncmp(state, "08", 2) == 0) ||
+                (state && strncmp(state, "57P0", 4) == 0); /* shutdown, crash, starting up */
+    if (lost) {
+        c->broken = true;
+        return chr_fail(err, CHR_EUNAVAILABLE, "", "PostgreSQL is unavailable (%s, %s): %s",
+                        c->role, what, msg);
+    }
+    if (state && strncmp(state, "23", 2) == 0)
+        return chr_fail(err, CHR_ECONFLICT, "", "constraint: %s%s%s", msg, det[0] ? ": " : "", det);
+    if (state && strncmp(state, "22", 2) == 0)
+        return chr_fail(err, CHR_EINVAL, "", "PostgreSQL refused a value: %s%s%s", msg,
+                        det[0] ? ": " : "", det);
+    return chr_fail(err, CHR_ESTORE, "", "postgres: %s: %s%s%s%s%s%s", what, msg,
+                    det[0] ? ": " : "", det, state ? " (SQLSTATE " : "", state ? state : "",
+                    state ? ")" : "");
+}
+
+/* ---- placeholders -------------------------------------------------------- */
+
+static bool ident_char(char ch)
+{
+    return isalnum((unsigned char)ch) || ch == '_' || (unsigned char)ch >= 0x80;
+}
+
+/* Length of the dollar-quote tag starting at p ("$tag$" or "$$"), 0 when p
+ * does not start one. */
+static size_t dollar_tag(const char *p)
+{
+    if (p[0] != '$') return 0;
+    size_t i = 1;
+    if (p[i] == '$') return 2;
+    if (!(isalpha((unsigned char)p[i]) || p[i] == '_' || (unsigned char)p[i] >= 0x80)) return 0;
+    while (ident_char(p[i]) && p[i] != '$')
+        i++;
+    return p[i] == '$' ? i + 1 : 0;
+}
+
+/* Where the token starting at sql[i] ends when it is quoted text or a
+ * comment (the index just after it), or i when it is neither. */
+static size_t skip_quoted(const char *sql, size_t i)
+{
+    const char *p = sql + i;
+    if (p[0] == '\'') {
+        /* E'...' strings take backslash escapes; others only ''. */
+        bool esc =
+            i > 0 && (sql[i - 1] == 'E' || sql[i - 1] == 'e') && (i < 2 || !ident_char(sql[i - 2]));
+        size_t j = i + 1;
+        while (sql[j]) {
+            if (esc && sql[j] == '\\' && sql[j + 1]) {
+                j += 2;
+            } else if (sql[j] == '\'') {
+                if (sql[j + 1] == '\'')
+                    j += 2;
+                else
+                    return j + 1;
+            } else {
+                j++;
+            }
+        }
+        return j;
+    }
+    if (p[0] == '"') {
+        size_t j = i + 1;
+        while (sql[j]) {
+            if (sql[j] == '"') {
+                if (sql[j + 1] == '"')
+                    j += 2;
+                else
+                    return j + 1;
+            } else {
+                j++;
+            }
+        }
+        return j;
+    }
+    if (p[0] == '-' && p[1] == '-') {
+        size_t j = i + 2;
+        while (sql[j] && sql[j] != '\n')
+            j++;
+        return j;
+    }
+    if (p[0] == '/' && p[1] == '*') {
+        size_t j = i + 2;
+        int depth = 1; /* PostgreSQL block comments nest */
+        while (sql[j] && depth > 0) {
+            if (sql[j] == '/' && sql[j + 1] == '*') {
+                depth++;
+                j += 2;
+            } else if (sql[j] == '*' && sql[j + 1] == '/') {
+                depth--;
+                j += 2;
+            } else {
+                j++;
+            }
+        }
+        return j;
+    }
+    if (p[0] == '$' && (i == 0 || !ident_char(sql[i - 1]))) {
+        size_t tag = dollar_tag(p);
+        if (!tag) return i;
+        for (const char *q = p + tag; *q; q++)
+            if (*q == '$' && strncmp(q, p, tag) == 0) return (size_t)(q + tag - sql);
+        return strlen(sql);
+    }
+    return i;
+}
+
+char *pg_translate_placeholders(const char *sql, int *n_params)
+{
+    size_t len = strlen(sql), marks = 0;
+    for (size_t i = 0; i < len;) {
+        size_t j = skip_quoted(sql, i);
+        if (j != i) {
+            i = j;
+            continue;
+        }
+        if (sql[i] == '?') marks++;
+        i++;
+    }
+    char *out = malloc(len + marks * 7 + 1);
+    if (!out) return NULL;
+    size_t o = 0;
+    int n = 0;
+    for (size_t i = 0; i < len;) {
+        size_t j = skip_quoted(sql, i);
+        if (j != i) {
+            memcpy(out + o, sql + i, j - i);
+            o += j - i;
+            i = j;
+            continue;
+        }
+        if (sql[i] == '?') {
+            o += (size_t)snprintf(out + o, 8, "$%d", ++n);
+        } else {
+            out[o++] = sql[i];
+        }
+        i++;
+    }
+    out[o] = '\0';
+    *n_params = n;
+    return out;
+}
+
+/* ---- running statements -------------------------------------------------- */
+
+/* Plain DML and queries are worth preparing once; DDL and the rest run
+ * unnamed (they are rare, and PostgreSQL cannot plan them ahead anyway). */
+static bool cacheable(const char *sql)
+{
+    static const char *const words[] = {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES"};
+    while (*sql == ' ' || *sql == '\n' || *sql == '\t' || *sql == '(')
+        sql++;
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        size_t n = strlen(words[i]);
+        if (strncasecmp(sql, words[i], n) == 0 && !ident_char(sql[n])) return true;
+    }
+    return false;
+}
+
+typedef struct param_text {
+    const char **vals;
+    char (*num)[32];
+    const char *vals_local[16];
+    char num_local[16][32];
+} param_text_t;
+
+/* Text forms of params (libpq sends them as text and the server infers
+ * their types from the statement). Returns CHR_OK or CHR_ENOMEM. */
+static int params_to_text(param_text_t *t, const store_val_t *p, size_t n)
+{
+    t->vals = t->vals_local;
+    t->num = t->num_local;
+    if (n > 16) {
+        t->vals = malloc(n * sizeof *t->vals);
+        t->num = malloc(n * sizeof *t->num);
+        if (!t->vals || !t->num) {
+            free((void *)t->vals);
+            free(t->num);
+            return CHR_ENOMEM;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        switch (p[i].type) {
+        case SV_NULL:
+            t->vals[i] = NULL;
+            break;
+        case SV_INT:
+            snprintf(t->num[i], sizeof t->num[i], "%" PRId64, p[i].i);
+            t->vals[i] = t->num[i];
+            break;
+        case SV_REAL:
+            snprintf(t->num[i], sizeof t->num[i], "%.17g", p[i].r);
+            t->vals[i] = t->num[i];
+            break;
+        case SV_TEXT:
+            t->vals[i] = p[i].s;
+            break;
+        }
+    }
+    return CHR_OK;
+}
+
+static void params_free(param_text_t *t)
+{
+    if (t->vals != t->vals_local) free((void *)t->vals);
+    if (t->num != t->num_local) free(t->num);
+}
+
+static bool result_ok(const PGresult *r)
+{
+    ExecStatusType st = PQresultStatus(r);
+    return r && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
+}
+
+/* The prepared statement's name for sql on this session, preparing it when
+ * new. */
+static int prepared_name(pg_conn_t *c, const char *sql, char name[32], chr_err_t *err)
+{
+    int64_t id;
+    if (strmap_get(&c->stmts, sql, &id)) {
+        snprintf(name, 32, "chr%" PRId64, id);
+        return CHR_OK;
+    }
+    if (c->stmts.len >= PG_STMT_CACHE_MAX && PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+        PGresult *r = PQexec(c->pg, "DEALLOCATE ALL");
+        bool ok = result_ok(r);
+        PQclear(r);
+        if (ok) strmap_clear(&c->stmts);
+    }
+    int n_params = 0;
+    char *text = pg_translate_placeholders(sql, &n_params);
+    if (!text) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
+    id = c->next_stmt++;
+    snprintf(name, 32, "chr%" PRId64, id);
+    PGresult *r = PQprepare(c->pg, name, text, 0, NULL);
+    free(text);
+    if (!result_ok(r)) {
+        int rc = pg_conn_fail(c, r, "prepare", err);
+        PQclear(r);
+        return rc;
+    }
+    PQclear(r);
+    if (strmap_put(&c->stmts, sql, id) != 0) {
+        /* Still usable now; it is prepared again (under a new name) next time. */
+        chr_err_clear(err);
+    }
+    return CHR_OK;
+}
+
+static int exec_once(pg_conn_t *c, const char *sql, const store_val_t *params, size_t n,
+                     PGresult **out, chr_err_t *err)
+{
+    if (n > 65535) return chr_fail(err, CHR_EINVAL, "", "too many statement parameters");
+    param_text_t t;
+    if (params_to_text(&t, params, n) != CHR_OK)
+        return chr_fail(err, CHR_ENOMEM, "", "out of memory");
+    PGresult *r = NULL;
+    int rc = CHR_OK;
+    if (cacheable(sql)) {
+        char name[32];
+        rc = prepared_name(c, sql, name, err);
+        if (!rc) r = PQexecPrepared(c->pg, name, (int)n, t.vals, NULL, NULL, 0);
+    } else {
+        int n_params = 0;
+        char *text = pg_translate_placeholders(sql, &n_params);
+        if (!text)
+            rc = chr_fail(err, CHR_ENOMEM, "", "out of memory");
+        else
+            r = PQexecParams(c->pg, text, (int)n, NULL, t.vals, NULL, NULL, 0);
+        free(text);
+    }
+    params_free(&t);
+    if (rc) return rc;
+    if (!result_ok(r)) {
+        rc = pg_conn_fail(c, r, "statement", err);
+        PQclear(r);
+        return rc;
+    }
+    if (out)
+        *out = r;
+    else
+        PQclear(r);
+    return CHR_OK;
+}
+
+int pg_conn_exec(pg_conn_t *c, const char *sql, const store_val_t *params, size_t n, PGresult **out,
+                 chr_err_t *err)
+{
+    if (out) *out = NULL;
+    for (int attempt = 0;; attempt++) {
+        int rc = pg_conn_ensure(c, err);
+        if (rc) return rc;
+        bool idle = PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+        rc = exec_once(c, sql, params, n, out, err);
+        note_tx(c);
+        if (rc == CHR_EUNAVAILABLE && idle && attempt == 0) continue;
+        return rc;
+    }
+}
+
+static int simple_once(pg_conn_t *c, const char *sql, PGresult **last, chr_err_t *err)
+{
+    if (!PQsendQuery(c->pg, sql)) return pg_conn_fail(c, NULL, "send", err);
+    PGresult *r, *keep = NULL, *bad = NULL;
+    while ((r = PQgetResult(c->pg)) != NULL) {
+        if (!bad && !result_ok(r)) {
+            bad = r;
+            continue;
+        }
+        if (bad || !last) {
+            PQclear(r);
+            continue;
+        }
+        PQclear(keep);
+        keep = r;
+    }
+    if (bad || PQstatus(c->pg) != CONNECTION_OK) {
+        int rc = pg_conn_fail(c, bad, "statement", err);
+        PQclear(bad);
+        PQclear(keep);
+        return rc;
+    }
+    if (last)
+        *last = keep;
+    else
+        PQclear(keep);
+    return CHR_OK;
+}
+
+int pg_conn_simple(pg_conn_t *c, const char *sql, PGresult **last, chr_err_t *err)
+{
+    if (last) *last = NULL;
+    for (int attempt = 0;; attempt++) {
+        int rc = pg_conn_ensure(c, err);
+        if (rc) return rc;
+        bool idle = PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+        rc = simple_once(c, sql, last, err);
+        note_tx(c);
+        if (rc == CHR_EUNAVAILABLE && idle && attempt == 0) continue;
+        return rc;
+    }
+}
+
+/* Sends pre[] and the statement in one pipeline and reads every result.
+ * A statement new to this session is prepared inside the same pipeline,
+ * after pre[], so that pre[] (a SAVEPOINT) precedes anything that can fail.
+ * The first failure wins; later statements come back aborted. */
+static int pipeline_once(pg_conn_t *c, const char *const *pre, size_t n_pre, const char *sql,
+                         const store_val_t *params, size_t n, PGresult **out, bool *pre_failed,
+                         chr_err_t *err)
+{
+    if (n > 65535) return chr_fail(err, CHR_EINVAL, "", "too many statement parameters");
+    char name[32];
+    int64_t id = -1;
+    bool cached = cacheable(sql), prepare = false;
+    char *text = NULL;
+    if (cached && strmap_get(&c->stmts, sql, &id)) {
+        snprintf(name, sizeof name, "chr%" PRId64, id);
+    } else {
+        int n_params = 0;
+        text = pg_translate_placeholders(sql, &n_params);
+        if (!text) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
+        if (cached) {
+            prepare = true;
+            id = c->next_stmt++;
+            snprintf(name, sizeof name, "chr%" PRId64, id);
+        }
+    }
+    param_text_t t;
+    if (params_to_text(&t, params, n) != CHR_OK) {
+        free(text);
+        return chr_fail(err, CHR_ENOMEM, "", "out of memory");
+    }
+    bool sent = PQenterPipelineMode(c->pg) == 1;
+    for (size_t i = 0; sent && i < n_pre; i++)
+        sent = PQsendQueryParams(c->pg, pre[i], 0, NULL, NULL, NULL, NULL, 0) == 1;
+    if (sent && prepare) sent = PQsendPrepare(c->pg, name, text, 0, NULL) == 1;
+    if (sent)
+        sent = (cached ? PQsendQueryPrepared(c->pg, name, (int)n, t.vals, NULL, NULL, 0)
+                       : PQsendQueryParams(c->pg, text, (int)n, NULL, t.vals, NULL, NULL, 0)) == 1;
+    if (sent) sent = PQpipelineSync(c->pg) == 1 && PQflush(c->pg) == 0;
+    params_free(&t);
+    free(text);
+    size_t n_queries = n_pre + (prepare ? 1 : 0) + 1;
+    PGresult *bad = NULL, *main = NULL;
+    bool prepared_ok = false;
+    if (sent) {
+        /* Each statement's results end with NULL; the sync ends the pipeline. */
+        for (size_t q = 0; q < n_queries && PQstatus(c->pg) == CONNECTION_OK; q++) {
+            PGresult *r;
+            while ((r = PQgetResult(c->pg)) != NULL) {
+                bool ok = result_ok(r);
+                if (ok && prepare && q == n_pre) prepared_ok = true;
+                if (ok && q == n_queries - 1 && !main && !bad) {
+                    main = r;
+                } else if (!bad && !ok && PQresultStatus(r) != PGRES_PIPELINE_ABORTED) {
+                    bad = r;
+                    *pre_failed = q < n_pre;
+                } else {
+                    PQclear(r);
+                }
+            }
+        }
+        for (int nulls = 0; nulls < 2 && PQstatus(c->pg) == CONNECTION_OK;) {
+            PGresult *r = PQgetResult(c->pg);
+            if (!r) {
+                nulls++;
+                continue;
+            }
+            bool sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+            PQclear(r);
+            if (sync) break;
+        }
+    }
+    bool left = PQstatus(c->pg) == CONNECTION_OK && PQexitPipelineMode(c->pg) == 1;
+    /* A statement prepared here stays prepared even if the transaction
+     * fails: preparing is not transactional. */
+    if (prepared_ok && left) strmap_put(&c->stmts, sql, id);
+    if (!sent || !left || bad || !main) {
+        int rc;
+        if (!bad && left && sent)
+            rc = chr_fail(err, CHR_ESTORE, "", "postgres: the statement returned no result");
+        else
+            rc = pg_conn_fail(c, bad, "statement", err);
+        if (!left) c->broken = true;
+        PQclear(bad);
+        PQclear(main);
+        return rc;
+    }
+    if (out)
+        *out = main;
+    else
+        PQclear(main);
+    return CHR_OK;
+}
+
+int pg_conn_exec_after(pg_conn_t *c, const char *const *pre, size_t n_pre, const char *sql,
+                       const store_val_t *params, size_t n, PGresult **out, bool *pre_failed,
+                       chr_err_t *err)
+{
+    *pre_failed = false;
+    if (n_pre == 0) return pg_conn_exec(c, sql, params, n, out, err);
+    if (out) *out = NULL;
+    int rc = pg_conn_ensure(c, err);
+    if (rc) return rc;
+    rc = pipeline_once(c, pre, n_pre, sql, params, n, out, pre_failed, err);
+    note_tx(c);
+    return rc;
+}
