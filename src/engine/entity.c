@@ -8,15 +8,20 @@
  * Refs and unique values are checked inside the unit of work, where no
  * other writer can interleave.
  *
- * Within one process, commands on the same entity take one of a set of
- * striped mutexes for the whole load-decide-commit, so they queue instead
- * of losing races to each other (optimistic retries alone are unfair on a
- * hot entity: the last winner keeps winning). Retries remain for writers in
- * other processes.
+ * Within one process, commands on the same entity take turns: each stream
+ * hashes to one of a set of stripes, and a stripe has one owner at a time
+ * and a FIFO of commands waiting for it (optimistic retries alone are
+ * unfair on a hot entity: the last winner keeps winning). A turn is not a
+ * held thread: a command that finds its stripe taken queues itself and
+ * returns ENGINE_PENDING; the owner, when its commit is done (on the
+ * store's writer thread) or when it ends without committing, hands the
+ * stripe to the first waiter and wakes it. Retries remain for writers in
+ * other processes; a command keeps its turn across them.
  */
 #include "engine/entity.h"
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,16 +36,24 @@
 #define HISTORY_PAGE 1000
 
 #define KEY_STRIPES 4096
+#define KEY_MAX 1024 /* bytes of a key, NUL included */
 
-static pthread_mutex_t stripes[KEY_STRIPES];
+/* One turn for the commands of the streams that hash here. */
+typedef struct stripe {
+    pthread_mutex_t lock;      /* guards the fields below; held only briefly */
+    bool busy;                 /* a command owns the turn */
+    engine_cmd_t *head, *tail; /* commands waiting for it, oldest first */
+} stripe_t;
+
+static stripe_t stripes[KEY_STRIPES];
 static pthread_once_t stripes_once = PTHREAD_ONCE_INIT;
 
 static void stripes_init(void)
 {
-    for (size_t i = 0; i < KEY_STRIPES; i++) pthread_mutex_init(&stripes[i], NULL);
+    for (size_t i = 0; i < KEY_STRIPES; i++) pthread_mutex_init(&stripes[i].lock, NULL);
 }
 
-static pthread_mutex_t *stripe_of(const char *stream)
+static stripe_t *stripe_of(const char *stream)
 {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
     for (const char *p = stream; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
@@ -86,6 +99,44 @@ typedef struct write_ctx {
     projection_row_t row;
 } write_ctx_t;
 
+typedef enum cmd_phase {
+    PHASE_TURN,   /* queued on its stripe: woken when it is its turn */
+    PHASE_COMMIT, /* its unit of work is queued: woken when the batch is done */
+    PHASE_DONE,   /* r holds the outcome */
+} cmd_phase_t;
+
+struct engine_cmd {
+    engine_t *eng;
+    int entity;
+    cmd_kind_t kind;
+    const command_def_t *custom;
+    const json_t *body; /* borrowed */
+    int64_t if_match;
+    bool generated; /* the key was generated, not given */
+    char key[KEY_MAX];
+    char stream[1200];  /* "<entity>-<key>", checked against EVENT_NAME_MAX */
+    engine_result_t *r; /* borrowed */
+    engine_wake_fn wake;
+    void *user;
+
+    cmd_phase_t phase;
+    int attempt;
+    stripe_t *stripe;
+    bool owns_turn; /* under stripe->lock while queued; the command's own after */
+    bool queued;    /* in stripe's waiters; under stripe->lock */
+    engine_cmd_t *next_waiter;
+
+    /* the attempt in flight: freed when it is over (all free zeroed state) */
+    entity_state_t state, next;
+    bool existed;
+    event_t ev;
+    write_ctx_t w;
+    store_append_t ap;
+    store_uow_t uow;
+    int commit_rc; /* written by the writer thread before the wake */
+    bool raced;    /* likewise: lost to a writer in another process; keep the turn */
+};
+
 static int write_row(store_tx_t *tx, void *user, chr_err_t *err)
 {
     write_ctx_t *w = user;
@@ -118,9 +169,10 @@ static void command_key(const entity_def_t *e, const char *key, const json_t *bo
     }
 }
 
-/* After losing a race on one entity: wait a random while that grows with
- * the attempts, so racers on a hot entity spread out instead of colliding
- * in every batch (contention control, not synchronisation). */
+/* After losing a race on one entity to a writer in another process: wait a
+ * random while that grows with the attempts, so racers on a hot entity
+ * spread out instead of colliding in every batch (contention control, not
+ * synchronisation; within this process turns prevent such races). */
 static void backoff(int attempt)
 {
     uint32_t cap_us = 50u << (attempt < 6 ? attempt : 6); /* 50 us .. 3.2 ms */
@@ -129,119 +181,264 @@ static void backoff(int attempt)
     nanosleep(&ts, NULL);
 }
 
-static int command_locked(engine_t *eng, int entity, cmd_kind_t kind,
-                          const command_def_t *custom, const char *key, bool generated,
-                          const char *stream, const json_t *body, int64_t if_match,
-                          engine_result_t *r);
+/* Takes c's turn at once when its stripe is free (true); else queues c, to
+ * be woken by the owner's turn_pass (false). */
+static bool turn_take(engine_cmd_t *c)
+{
+    stripe_t *s = c->stripe;
+    pthread_mutex_lock(&s->lock);
+    bool now = !s->busy;
+    if (now) {
+        s->busy = true;
+        c->owns_turn = true;
+    } else {
+        c->queued = true;
+        c->next_waiter = NULL;
+        if (s->tail)
+            s->tail->next_waiter = c;
+        else
+            s->head = c;
+        s->tail = c;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return now;
+}
+
+/* Ends c's turn: hands the stripe to the oldest waiter and wakes it, or
+ * frees the stripe. Any thread; does not block beyond the stripe's lock. */
+static void turn_pass(engine_cmd_t *c)
+{
+    stripe_t *s = c->stripe;
+    pthread_mutex_lock(&s->lock);
+    c->owns_turn = false;
+    engine_cmd_t *next = s->head;
+    if (next) {
+        s->head = next->next_waiter;
+        if (!s->head) s->tail = NULL;
+        next->next_waiter = NULL;
+        next->queued = false;
+        next->owns_turn = true;
+    } else {
+        s->busy = false;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (next) next->wake(next->user); /* the waiter is alive: its wake is due */
+}
+
+/* Frees what one attempt holds. */
+static void attempt_clear(engine_cmd_t *c)
+{
+    event_free(&c->ev);
+    projection_row_free(&c->w.row);
+    entity_state_free(&c->next);
+    entity_state_free(&c->state);
+}
+
+/* The command is over with rc: gives up the turn, keeps the outcome. */
+static int finish(engine_cmd_t *c, int rc)
+{
+    attempt_clear(c);
+    if (c->owns_turn) turn_pass(c);
+    c->phase = PHASE_DONE;
+    return c->r->code = rc;
+}
+
+/* Store completion, on the writer thread: records the outcome, ends the
+ * turn unless the command must try again, and wakes the caller (the last
+ * touch of c: the caller may free it at once). */
+static void commit_done(void *user, int rc)
+{
+    engine_cmd_t *c = user;
+    c->commit_rc = rc;
+    c->raced = rc == CHR_ECONFLICT && strcmp(c->r->err.field, "expected_version") == 0;
+    if (!c->raced) turn_pass(c);
+    c->wake(c->user);
+}
+
+/* One attempt, holding the turn: load, decide, and queue the unit of work.
+ * Returns ENGINE_PENDING (commit_done will wake) or the final code. */
+static int attempt_run(engine_cmd_t *c)
+{
+    engine_t *eng = c->eng;
+    engine_result_t *r = c->r;
+    const entity_def_t *e = &eng->def->entities[c->entity];
+    int rc = projection_load(&eng->proj, eng->store, c->entity, c->key, &c->state, &r->err);
+    if (rc) return finish(c, rc);
+    c->existed = c->state.data && !c->state.deleted;
+    if (c->if_match >= 0 && (!c->existed || c->state.version != c->if_match)) {
+        chr_fail(&r->err, CHR_EPRECONDITION, "If-Match",
+                 c->existed ? "If-Match: %s %s is at version %lld, not %lld"
+                            : "If-Match: %s %s does not exist (version %lld); expected %lld",
+                 e->name, c->key, (long long)c->state.version, (long long)c->if_match);
+        return finish(c, CHR_EPRECONDITION);
+    }
+    int64_t now = time_now_us();
+    entity_cmd_t cmd = {.kind = c->kind,
+                        .custom = c->custom,
+                        .key = c->key,
+                        .body = c->body,
+                        .now_us = now,
+                        .key_generated = c->generated};
+    decision_free(&r->decision);
+    rc = entity_decide(e, &c->state, &cmd, &r->decision);
+    if (rc != CHR_OK) return finish(c, rc);
+    if (!r->decision.event_type) { /* nothing changes: answer the state as it is */
+        r->body = entity_state_to_json(e, &c->state);
+        r->version = c->state.version;
+        return finish(c, r->body ? CHR_OK : CHR_ENOMEM);
+    }
+
+    rc = state_copy(&c->next, &c->state);
+    if (!rc)
+        rc = entity_evolve(e, &c->next, r->decision.event_type, r->decision.event_data,
+                           c->state.version + 1, now);
+    char *data = rc ? NULL : json_dumps(r->decision.event_data, JSON_COMPACT);
+    if (!rc && (!data || event_init(&c->ev, NULL, c->stream, r->decision.event_type, data, NULL)))
+        rc = CHR_ENOMEM;
+    free(data);
+    c->w = (write_ctx_t){.proj = &eng->proj, .entity = c->entity};
+    if (!rc) rc = projection_row_render(&eng->proj, c->entity, c->key, &c->next, &c->w.row);
+    if (rc) return finish(c, chr_fail(&r->err, CHR_ENOMEM, "", "out of memory"));
+    c->ev.timestamp = now;
+    c->ap = (store_append_t){
+        .stream = c->stream, .expected_version = c->state.version, .events = &c->ev, .n_events = 1};
+    c->uow =
+        (store_uow_t){.appends = &c->ap, .n_appends = 1, .apply = write_row, .apply_user = &c->w};
+    chr_err_clear(&r->err);
+    c->phase = PHASE_COMMIT;
+    rc = store_commit_async(eng->store, &c->uow, &r->err, commit_done, c);
+    if (rc) return finish(c, rc); /* refused before queueing: no wake comes */
+    return ENGINE_PENDING;
+}
+
+/* After commit_done's wake: the outcome, or the next attempt. */
+static int attempt_done(engine_cmd_t *c)
+{
+    engine_result_t *r = c->r;
+    const entity_def_t *e = &c->eng->def->entities[c->entity];
+    int rc = c->commit_rc;
+    if (rc == CHR_OK) {
+        r->created = !c->existed;
+        r->version = c->next.version;
+        r->body = entity_state_to_json(e, &c->next);
+        if (!r->body) rc = chr_fail(&r->err, CHR_ENOMEM, "", "out of memory");
+    }
+    if (!c->raced) return finish(c, rc); /* the turn was passed on already */
+    attempt_clear(c);
+    backoff(c->attempt);
+    if (++c->attempt >= MAX_ATTEMPTS)
+        return finish(c, chr_fail(&r->err, CHR_ECONFLICT, "",
+                                  "%s %s is being changed by others; gave up after %d attempts",
+                                  e->name, c->key, MAX_ATTEMPTS));
+    return attempt_run(c);
+}
+
+int engine_command_start(engine_t *eng, int entity, cmd_kind_t kind, const command_def_t *custom,
+                         const char *key_in, const json_t *body, int64_t if_match,
+                         engine_result_t *r, engine_wake_fn wake, void *user, engine_cmd_t **out)
+{
+    memset(r, 0, sizeof *r);
+    *out = NULL;
+    const entity_def_t *e = &eng->def->entities[entity];
+    if (key_in && strlen(key_in) >= KEY_MAX)
+        return r->code = chr_fail(&r->err, CHR_EINVAL, e->key, "%s is too long", e->key);
+    engine_cmd_t *c = calloc(1, sizeof *c);
+    if (!c) return r->code = chr_fail(&r->err, CHR_ENOMEM, "", "out of memory");
+    *c = (engine_cmd_t){.eng = eng,
+                        .entity = entity,
+                        .kind = kind,
+                        .custom = custom,
+                        .body = body,
+                        .if_match = if_match,
+                        .r = r,
+                        .wake = wake,
+                        .user = user};
+    command_key(e, key_in, body, c->key, sizeof c->key, &c->generated);
+    engine_stream_name(e, c->key, c->stream, sizeof c->stream);
+    if (strlen(c->stream) > EVENT_NAME_MAX) {
+        free(c);
+        return r->code =
+                   chr_fail(&r->err, CHR_EINVAL, e->key,
+                            "%s: must be at most %zu bytes long (the stream name \"%s-<key>\" "
+                            "may have %d)",
+                            e->key, EVENT_NAME_MAX - strlen(e->name) - 1, e->name, EVENT_NAME_MAX);
+    }
+    *out = c;
+    c->stripe = stripe_of(c->stream);
+    c->phase = PHASE_TURN;
+    if (!turn_take(c)) return ENGINE_PENDING;
+    return attempt_run(c);
+}
+
+int engine_command_resume(engine_cmd_t *c)
+{
+    switch (c->phase) {
+    case PHASE_TURN: /* turn_pass made us the owner */
+        return attempt_run(c);
+    case PHASE_COMMIT:
+        return attempt_done(c);
+    case PHASE_DONE:
+        break;
+    }
+    return c->r->code;
+}
+
+void engine_command_free(engine_cmd_t *c)
+{
+    if (!c) return;
+    stripe_t *s = c->stripe;
+    if (s) {
+        /* Only a command that still waits for its turn is listed; callers
+         * never free one whose wake is due, so this is a guard. */
+        pthread_mutex_lock(&s->lock);
+        if (c->queued) {
+            engine_cmd_t **pp = &s->head, *prev = NULL;
+            while (*pp && *pp != c) {
+                prev = *pp;
+                pp = &(*pp)->next_waiter;
+            }
+            if (*pp) {
+                *pp = c->next_waiter;
+                if (s->tail == c) s->tail = prev;
+            }
+            c->queued = false;
+        }
+        bool owns = c->owns_turn;
+        pthread_mutex_unlock(&s->lock);
+        if (owns) turn_pass(c); /* woken with the turn, then abandoned */
+    }
+    attempt_clear(c);
+    free(c);
+}
+
+/* ---- the blocking form ------------------------------------------------- */
+
+typedef struct sync_wait {
+    sem_t sem;
+} sync_wait_t;
+
+static void sync_wake(void *user)
+{
+    sync_wait_t *w = user;
+    sem_post(&w->sem);
+}
 
 int engine_command(engine_t *eng, int entity, cmd_kind_t kind, const command_def_t *custom,
                    const char *key_in, const json_t *body, int64_t if_match, engine_result_t *r)
 {
-    memset(r, 0, sizeof *r);
-    const entity_def_t *e = &eng->def->entities[entity];
-    char key[1024];
-    bool generated;
-    if (key_in && strlen(key_in) >= sizeof key)
-        return r->code = chr_fail(&r->err, CHR_EINVAL, e->key, "%s is too long", e->key);
-    command_key(e, key_in, body, key, sizeof key, &generated);
-    char stream[1200];
-    engine_stream_name(e, key, stream, sizeof stream);
-    if (strlen(stream) > EVENT_NAME_MAX)
-        return r->code = chr_fail(&r->err, CHR_EINVAL, e->key,
-                                  "%s: must be at most %zu bytes long (the stream name \"%s-<key>\" "
-                                  "may have %d)",
-                                  e->key, EVENT_NAME_MAX - strlen(e->name) - 1, e->name,
-                                  EVENT_NAME_MAX);
-    pthread_mutex_t *lock = stripe_of(stream);
-    pthread_mutex_lock(lock);
-    int rc = command_locked(eng, entity, kind, custom, key, generated, stream, body, if_match, r);
-    pthread_mutex_unlock(lock);
-    return rc;
-}
-
-static int command_locked(engine_t *eng, int entity, cmd_kind_t kind,
-                          const command_def_t *custom, const char *key, bool generated,
-                          const char *stream, const json_t *body, int64_t if_match,
-                          engine_result_t *r)
-{
-    const entity_def_t *e = &eng->def->entities[entity];
-    for (int attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        entity_state_t state;
-        entity_state_init(&state);
-        int rc = projection_load(&eng->proj, eng->store, entity, key, &state, &r->err);
-        if (rc) {
-            entity_state_free(&state);
-            return r->code = rc;
-        }
-        bool exists = state.data && !state.deleted;
-        if (if_match >= 0 && (!exists || state.version != if_match)) {
-            chr_fail(&r->err, CHR_EPRECONDITION, "If-Match",
-                     exists ? "If-Match: %s %s is at version %lld, not %lld"
-                            : "If-Match: %s %s does not exist (version %lld); expected %lld",
-                     e->name, key, (long long)state.version, (long long)if_match);
-            entity_state_free(&state);
-            return r->code = CHR_EPRECONDITION;
-        }
-        int64_t now = time_now_us();
-        entity_cmd_t cmd = {.kind = kind, .custom = custom, .key = key, .body = body,
-                            .now_us = now, .key_generated = generated};
-        decision_free(&r->decision);
-        rc = entity_decide(e, &state, &cmd, &r->decision);
-        if (rc != CHR_OK) {
-            entity_state_free(&state);
-            return r->code = rc;
-        }
-        if (!r->decision.event_type) { /* nothing changes: answer the state as it is */
-            r->body = entity_state_to_json(e, &state);
-            r->version = state.version;
-            entity_state_free(&state);
-            return r->code = r->body ? CHR_OK : CHR_ENOMEM;
-        }
-
-        entity_state_t next;
-        rc = state_copy(&next, &state);
-        if (!rc)
-            rc = entity_evolve(e, &next, r->decision.event_type, r->decision.event_data,
-                               state.version + 1, now);
-        char *data = rc ? NULL : json_dumps(r->decision.event_data, JSON_COMPACT);
-        event_t ev;
-        if (!rc && (!data || event_init(&ev, NULL, stream, r->decision.event_type, data, NULL)))
-            rc = CHR_ENOMEM;
-        free(data);
-        if (rc) {
-            entity_state_free(&next);
-            entity_state_free(&state);
-            return r->code = chr_fail(&r->err, CHR_ENOMEM, "", "out of memory");
-        }
-        ev.timestamp = now;
-        write_ctx_t w = {.proj = &eng->proj, .entity = entity};
-        if (projection_row_render(&eng->proj, entity, key, &next, &w.row) != CHR_OK) {
-            event_free(&ev);
-            entity_state_free(&next);
-            entity_state_free(&state);
-            return r->code = chr_fail(&r->err, CHR_ENOMEM, "", "out of memory");
-        }
-        store_append_t ap = {.stream = stream, .expected_version = state.version,
-                             .events = &ev, .n_events = 1};
-        store_uow_t uow = {.appends = &ap, .n_appends = 1, .apply = write_row, .apply_user = &w};
-        chr_err_clear(&r->err);
-        rc = store_commit(eng->store, &uow, &r->err);
-        event_free(&ev);
-        projection_row_free(&w.row);
-        bool raced = rc == CHR_ECONFLICT && strcmp(r->err.field, "expected_version") == 0;
-        if (rc == CHR_OK) {
-            r->created = !exists;
-            r->version = next.version;
-            r->body = entity_state_to_json(e, &next);
-            if (!r->body) rc = CHR_ENOMEM;
-        }
-        entity_state_free(&next);
-        entity_state_free(&state);
-        if (!raced) return r->code = rc;
-        backoff(attempt);
+    sync_wait_t w;
+    sem_init(&w.sem, 0, 0);
+    engine_cmd_t *c;
+    int rc = engine_command_start(eng, entity, kind, custom, key_in, body, if_match, r, sync_wake,
+                                  &w, &c);
+    while (rc == ENGINE_PENDING) {
+        while (sem_wait(&w.sem) != 0) {
+        } /* EINTR: keep waiting, the wake will come */
+        rc = engine_command_resume(c);
     }
-    return r->code = chr_fail(&r->err, CHR_ECONFLICT, "", "%s %s is being changed by others; "
-                              "gave up after %d attempts", e->name, key, MAX_ATTEMPTS);
+    engine_command_free(c);
+    sem_destroy(&w.sem);
+    return rc;
 }
 
 /* ---- reads -------------------------------------------------------------- */

@@ -42,11 +42,51 @@ typedef struct engine_result {
 
 void engine_result_free(engine_result_t *r);
 
-/* Runs a command on entity index `entity`. key may be NULL for a create (the
- * body's key member or a new UUIDv7 is used). if_match < 0 means no
- * If-Match. The result says what happened; the return value is r->code. */
+/* Runs a command on entity index `entity`, blocking the calling thread
+ * until it is decided and, when it changes something, durably committed.
+ * key may be NULL for a create (the body's key member or a new UUIDv7 is
+ * used). if_match < 0 means no If-Match. The result says what happened; the
+ * return value is r->code. A wrapper around engine_command_start/resume
+ * that waits on a semaphore: not for a thread that serves other commands
+ * (an HTTP worker), whose turn it might wait for while holding the thread
+ * they need. */
 int engine_command(engine_t *eng, int entity, cmd_kind_t kind, const command_def_t *custom,
                    const char *key, const json_t *body, int64_t if_match, engine_result_t *r);
+
+/* ---- commands without a thread waiting ----------------------------------
+ *
+ * The same pipeline as engine_command, for callers that must not block (the
+ * HTTP server suspends the request instead). A command waits at most in two
+ * places: for its entity's turn (commands on one entity run one after the
+ * other, in arrival order, within this process) and for its group commit.
+ * Each time it would wait, the call returns ENGINE_PENDING and the command
+ * later calls wake(user) exactly once, from another thread (the store's
+ * writer, or whichever thread finished the entity's previous command). The
+ * caller then calls engine_command_resume, on any thread, which either
+ * returns the final code (r filled) or ENGINE_PENDING again. wake must not
+ * block: it runs on the store's writer thread. */
+
+#define ENGINE_PENDING 1 /* not an error: wake(user) will follow */
+
+typedef struct engine_cmd engine_cmd_t;
+typedef void (*engine_wake_fn)(void *user);
+
+/* Starts a command (arguments as engine_command). body and r are borrowed
+ * and must stay alive until engine_command_free; *out is a new command
+ * (NULL when the arguments were refused or memory ran out: r says why).
+ * Returns ENGINE_PENDING, or r->code once the command is over. */
+int engine_command_start(engine_t *eng, int entity, cmd_kind_t kind, const command_def_t *custom,
+                         const char *key, const json_t *body, int64_t if_match, engine_result_t *r,
+                         engine_wake_fn wake, void *user, engine_cmd_t **out);
+
+/* Continues a command after its wake: ENGINE_PENDING (another wake will
+ * follow) or r->code. */
+int engine_command_resume(engine_cmd_t *c);
+
+/* Frees a command (NULL is fine): done, never started waiting, or woken and
+ * not resumed (a caller that gives up, e.g. its client left). Never while a
+ * wake is still due. Gives up the entity's turn if the command holds it. */
+void engine_command_free(engine_cmd_t *c);
 
 /* The current public JSON of one entity (*out new reference, *version its
  * version). CHR_ENOTFOUND when it does not exist or is deleted. */
@@ -67,8 +107,8 @@ int engine_history(engine_t *eng, int entity, const char *key, json_t **out, chr
  * frees, *out_len bytes) is built from the rows' stored public JSON, so no
  * row is parsed unless fields (may be NULL) narrows each item to those
  * members. *next is a cursor for the following page or NULL (caller frees). */
-int engine_list(engine_t *eng, int entity, const query_t *q, char *const *fields,
-                size_t n_fields, char **out, size_t *out_len, char **next, chr_err_t *err);
+int engine_list(engine_t *eng, int entity, const query_t *q, char *const *fields, size_t n_fields,
+                char **out, size_t *out_len, char **next, chr_err_t *err);
 
 /* For an event of an entity stream whose entity has private fields: a new
  * string (caller frees) with its data minus those fields, in data and in

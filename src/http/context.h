@@ -1,7 +1,8 @@
 /*
  * context.h - the state every HTTP handler shares for the life of the
  * server: configuration, the store, the router, auth and the live feed.
- * Created and torn down by server.c; handlers only read it.
+ * Created and torn down by server.c; handlers only read it (async.c keeps
+ * the count of requests waiting for another thread).
  */
 #ifndef CHRONICLE_HTTP_CONTEXT_H
 #define CHRONICLE_HTTP_CONTEXT_H
@@ -32,6 +33,15 @@ typedef struct http_ctx {
      * flight; completions signal it only while shutting down. */
     pthread_mutex_t drain_lock;
     pthread_cond_t drain_cond;
+
+    /* Requests waiting without a thread (async.c): how many are between
+     * their first wait and their answer, and whether new ones are refused
+     * (set at shutdown, before MHD_stop_daemon, which must not find a
+     * suspended connection). async_cond (with drain_lock) is signalled when
+     * async_active drops to 0 once closed. */
+    atomic_long async_active;
+    atomic_bool async_closed;
+    pthread_cond_t async_cond;
 } http_ctx_t;
 
 #endif

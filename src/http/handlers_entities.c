@@ -3,7 +3,9 @@
  * /v1/{entity} API (list, create, get with time travel, update, upsert,
  * delete, history, custom commands) and the app's own routes, which map a
  * method and path to the same actions with fixed options. All of them go
- * through engine/entity.h; nothing here touches the store directly.
+ * through engine/entity.h; nothing here touches the store directly. Writes
+ * do not hold their worker thread while they wait for their entity's turn
+ * or their group commit: the request is suspended (async.h).
  */
 #include "http/handlers_entities.h"
 
@@ -12,6 +14,7 @@
 #include <string.h>
 
 #include "core/timefmt.h"
+#include "http/async.h"
 #include "http/buf.h"
 #include "http/params.h"
 #include "http/problem.h"
@@ -95,7 +98,6 @@ static void set_etag(http_req_t *req, int64_t version)
     http_req_add_header(req, "ETag", etag);
 }
 
-
 /* Answers a failed command from its result. */
 static void command_problem(http_req_t *req, const engine_result_t *r)
 {
@@ -122,38 +124,101 @@ static void command_problem(http_req_t *req, const engine_result_t *r)
 
 /* ---- writes ------------------------------------------------------------- */
 
-static void run_command(http_req_t *req, cmd_kind_t kind, bool body_required)
+/* A command across its waits (its entity's turn, its group commit). Lives
+ * in the request's arena; command_free releases what it owns when the
+ * request is released, however it ends. */
+typedef struct command_job {
+    http_req_t *req;
+    const http_entity_route_t *er;
+    cmd_kind_t kind;
+    json_t *body;      /* the parsed body; the command borrows it */
+    engine_cmd_t *cmd; /* NULL once freed or when never started */
+    engine_result_t r; /* the outcome; the command writes it */
+} command_job_t;
+
+static void command_free(void *arg)
 {
-    const http_entity_route_t *er = route_of(req);
+    command_job_t *job = arg;
+    engine_command_free(job->cmd);
+    job->cmd = NULL;
+    engine_result_free(&job->r);
+    json_decref(job->body);
+    job->body = NULL;
+}
+
+/* The answer from a finished command. */
+static void command_answer(http_req_t *req, command_job_t *job)
+{
+    const http_entity_route_t *er = job->er;
     const entity_def_t *e = &er->eng->def->entities[er->entity];
-    json_t *body;
-    int64_t if_match;
-    if (!parse_if_match(req, &if_match)) return;
-    if (!parse_body(req, &body, body_required)) return;
-    engine_result_t r;
-    engine_command(er->eng, er->entity, kind, er->command, key_of(req, er), body, if_match, &r);
-    json_decref(body);
-    if (r.code != CHR_OK) {
-        command_problem(req, &r);
-        engine_result_free(&r);
+    engine_result_t *r = &job->r;
+    if (r->code != CHR_OK) {
+        command_problem(req, r);
         return;
     }
-    set_etag(req, r.version);
+    set_etag(req, r->version);
     unsigned status = 200;
-    if (kind == CMD_CREATE) {
+    if (job->kind == CMD_CREATE) {
         status = 201;
-        const json_t *k = json_object_get(r.body, e->key);
+        const json_t *k = json_object_get(r->body, e->key);
         http_buf_t loc = HTTP_BUF_INIT;
         http_buf_printf(&loc, "/v1/%s/", e->name);
         http_buf_pct_encode(&loc, json_is_string(k) ? json_string_value(k) : "");
         if (!loc.oom && loc.data) http_req_add_header(req, "Location", loc.data);
         http_buf_free(&loc);
     }
-    json_t *out =
-        engine_keep_fields(r.body, er->app ? er->app->fields : NULL, er->app ? er->app->n_fields : 0);
-    r.body = NULL;
-    engine_result_free(&r);
+    json_t *out = engine_keep_fields(r->body, er->app ? er->app->fields : NULL,
+                                     er->app ? er->app->n_fields : 0);
+    r->body = NULL;
     http_respond_json(req, status, out);
+}
+
+/* The engine's wake: from the store's writer thread (commit done) or the
+ * thread that ended the entity's previous command (our turn). */
+static void command_wake(void *user)
+{
+    command_job_t *job = user;
+    http_async_wake(job->req); /* the last touch of job */
+}
+
+/* After a wake: the command's next step, then the answer or another wait. */
+static void command_resume(http_req_t *req, void *arg)
+{
+    command_job_t *job = arg;
+    if (!http_async_begin(req, command_resume, job)) { /* cannot happen mid-command */
+        http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL, "the server is shutting down; retry");
+        return;
+    }
+    if (engine_command_resume(job->cmd) == ENGINE_PENDING) return;
+    http_async_cancel(req);
+    command_answer(req, job);
+}
+
+static void run_command(http_req_t *req, cmd_kind_t kind, bool body_required)
+{
+    const http_entity_route_t *er = route_of(req);
+    json_t *body;
+    int64_t if_match;
+    if (!parse_if_match(req, &if_match)) return;
+    if (!parse_body(req, &body, body_required)) return;
+    command_job_t *job = http_req_alloc(req, sizeof *job);
+    if (!job || !http_req_on_release(req, command_free, job)) {
+        json_decref(body);
+        http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL, "out of memory");
+        return;
+    }
+    *job = (command_job_t){.req = req, .er = er, .kind = kind, .body = body};
+    /* The command waits for its entity's turn and its commit with the
+     * connection suspended, not in this thread (async.h). */
+    if (!http_async_begin(req, command_resume, job)) {
+        http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL, "the server is shutting down; retry");
+        return;
+    }
+    int rc = engine_command_start(er->eng, er->entity, kind, er->command, key_of(req, er), body,
+                                  if_match, &job->r, command_wake, job, &job->cmd);
+    if (rc == ENGINE_PENDING) return;
+    http_async_cancel(req);
+    command_answer(req, job);
 }
 
 static void handle_create(http_req_t *req)

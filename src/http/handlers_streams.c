@@ -2,7 +2,9 @@
  * handlers_streams.c - POST /v1/streams/{stream} (append with
  * expected_version, idempotent on event ids) and GET /v1/streams/{stream}
  * (read a stream forwards or backwards). Raw access for integrations and
- * migrations; entity routes come later from the app definition.
+ * migrations; entity routes come later from the app definition. An append
+ * does not hold its worker thread while its group commit runs: the request
+ * is suspended until the store's completion (async.h).
  */
 #include <ctype.h>
 #include <jansson.h>
@@ -11,6 +13,7 @@
 
 #include "core/event.h"
 #include "core/uuid.h"
+#include "http/async.h"
 #include "http/buf.h"
 #include "http/context.h"
 #include "http/event_json.h"
@@ -178,6 +181,51 @@ static void respond_appended(http_req_t *req, const char *stream, const store_ap
     http_respond_buf(req, MHD_HTTP_CREATED, &b);
 }
 
+/* An append across its wait for the group commit. Lives in the request's
+ * arena; what it owns outside the arena (the parsed body, which the events
+ * borrow from, and the dumped data/metadata) is freed by append_free when
+ * the request is released, however it ends. */
+typedef struct append_job {
+    http_req_t *req;
+    const char *stream;
+    json_t *root;          /* the body */
+    json_t *expected_json; /* borrowed from root; echoed in 409s; NULL when absent */
+    char **owned;          /* heap dumps the events point to */
+    size_t n_owned;
+    store_append_t ap;
+    store_uow_t uow;
+    chr_err_t err; /* written by the store's writer */
+    int rc;        /* likewise */
+} append_job_t;
+
+static void append_free(void *arg)
+{
+    append_job_t *job = arg;
+    for (size_t i = 0; i < job->n_owned; i++)
+        free(job->owned[i]);
+    json_decref(job->root);
+}
+
+/* The answer, once the unit of work is committed or failed. */
+static void append_answer(http_req_t *req, void *arg)
+{
+    append_job_t *job = arg;
+    if (job->rc != CHR_OK) {
+        if (job->err.code == CHR_OK) job->err.code = job->rc;
+        http_problem_err(req, &job->err, strcmp(job->err.field, "stream") == 0, job->expected_json);
+        return;
+    }
+    respond_appended(req, job->stream, &job->ap);
+}
+
+/* Store completion, on the writer thread: record and resume the request. */
+static void append_done(void *user, int rc)
+{
+    append_job_t *job = user;
+    job->rc = rc;
+    http_async_wake(job->req); /* the last touch of job */
+}
+
 void http_handle_stream_append(http_req_t *req)
 {
     const char *stream = stream_param(req);
@@ -203,12 +251,16 @@ void http_handle_stream_append(http_req_t *req)
                      je.column);
         return;
     }
-    event_t *evs = NULL;
-    char **owned = NULL;
-    size_t n_owned = 0, n = 0;
+    append_job_t *job = http_req_alloc(req, sizeof *job);
+    if (!job || !http_req_on_release(req, append_free, job)) {
+        json_decref(root);
+        http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL, "out of memory");
+        return;
+    }
+    *job = (append_job_t){.req = req, .stream = stream, .root = root};
     if (!json_is_object(root)) {
         http_problem_field(req, HTTP_P_VALIDATION, "", "the body must be a JSON object");
-        goto out;
+        return;
     }
     const char *key;
     json_t *val;
@@ -221,60 +273,60 @@ void http_handle_stream_append(http_req_t *req)
                                "unknown member \"%s\" (allowed: expected_version, events)",
                                f.data ? f.data : "");
             http_buf_free(&f);
-            goto out;
+            return;
         }
     }
-    json_t *expected_json = json_object_get(root, "expected_version");
+    job->expected_json = json_object_get(root, "expected_version");
     int64_t expected;
-    if (parse_expected(req, expected_json, &expected)) goto out;
+    if (parse_expected(req, job->expected_json, &expected)) return;
 
     json_t *events = json_object_get(root, "events");
     if (!events || !json_is_array(events)) {
         http_problem_field(req, HTTP_P_VALIDATION, "events", "events %s",
                            events ? "must be an array of events" : "is required");
-        goto out;
+        return;
     }
-    n = json_array_size(events);
+    size_t n = json_array_size(events);
     if (n == 0) {
         http_problem_field(req, HTTP_P_VALIDATION, "events", "events must hold at least one event");
-        goto out;
+        return;
     }
     if (n > HTTP_MAX_EVENTS_PER_APPEND) {
         http_problem_field(req, HTTP_P_PAYLOAD_TOO_LARGE, "events",
                            "events holds %zu events; at most %d are allowed per request", n,
                            HTTP_MAX_EVENTS_PER_APPEND);
-        goto out;
+        return;
     }
-    evs = http_req_alloc(req, n * sizeof *evs);
-    owned = http_req_alloc(req, 2 * n * sizeof *owned);
-    if (!evs || !owned) {
+    event_t *evs = http_req_alloc(req, n * sizeof *evs);
+    job->owned = http_req_alloc(req, 2 * n * sizeof *job->owned);
+    if (!evs || !job->owned) {
         http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL, "out of memory");
-        goto out;
+        return;
     }
     memset(evs, 0, n * sizeof *evs);
     for (size_t i = 0; i < n; i++) {
         evs[i].stream = (char *)stream;
-        if (parse_event(req, i, json_array_get(events, i), &evs[i], owned, &n_owned)) goto out;
+        if (parse_event(req, i, json_array_get(events, i), &evs[i], job->owned, &job->n_owned))
+            return;
     }
 
-    store_append_t ap = {
+    job->ap = (store_append_t){
         .stream = stream, .expected_version = expected, .events = evs, .n_events = n};
-    store_uow_t uow = {.appends = &ap, .n_appends = 1};
-    chr_err_t err;
-    chr_err_clear(&err);
-    int rc = store_commit(req->ctx->store, &uow, &err);
-    if (rc != CHR_OK) {
-        if (err.code == CHR_OK) err.code = rc;
-        http_problem_err(req, &err, strcmp(err.field, "stream") == 0,
-                         expected_json ? expected_json : NULL);
-        goto out;
+    job->uow = (store_uow_t){.appends = &job->ap, .n_appends = 1};
+    chr_err_clear(&job->err);
+    /* Wait for the group commit with the connection suspended, not in this
+     * thread: append_done resumes it, append_answer answers. */
+    if (!http_async_begin(req, append_answer, job)) {
+        http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL, "the server is shutting down; retry");
+        return;
     }
-    respond_appended(req, stream, &ap);
-out:
-    /* The events borrow everything: nothing to free but the dumps. */
-    for (size_t i = 0; i < n_owned; i++)
-        free(owned[i]);
-    json_decref(root);
+    /* Not into job->rc: append_done may already have written it. */
+    int rc = store_commit_async(req->ctx->store, &job->uow, &job->err, append_done, job);
+    if (rc != CHR_OK) { /* refused before queueing (validation): no wake comes */
+        http_async_cancel(req);
+        job->rc = rc;
+        append_answer(req, job);
+    }
 }
 
 void http_handle_stream_read(http_req_t *req)

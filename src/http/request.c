@@ -111,6 +111,7 @@ http_req_t *http_req_new(http_ctx_t *ctx, const char *uri)
     http_req_t *req = c && c->n ? c->items[--c->n] : malloc(sizeof *req + REQ_INLINE);
     if (!req) return NULL;
     memset(req, 0, sizeof *req);
+    atomic_init(&req->wait_state, 0);
     req->ctx = ctx;
     req->start_ns = http_now_ns();
     arena_reset(req);
@@ -131,9 +132,29 @@ http_req_t *http_req_new(http_ctx_t *ctx, const char *uri)
     return req;
 }
 
+bool http_req_on_release(http_req_t *req, void (*fn)(void *arg), void *arg)
+{
+    http_cleanup_t *c = http_req_alloc(req, sizeof *c);
+    if (!c) return false;
+    c->fn = fn;
+    c->arg = arg;
+    c->next = req->cleanups;
+    req->cleanups = c;
+    return true;
+}
+
+void http_req_run_cleanups(http_req_t *req)
+{
+    http_cleanup_t *c = req->cleanups;
+    req->cleanups = NULL;
+    for (; c; c = c->next)
+        c->fn(c->arg);
+}
+
 void http_req_release(http_req_t *req)
 {
     if (!req) return;
+    http_req_run_cleanups(req);
     arena_reset(req);
     req_cache_t *c = cache_get();
     if (c && c->n < REQ_CACHE_MAX)

@@ -7,13 +7,17 @@
  * small per-thread cache; everything taken from the arena is freed at once
  * when MHD reports the request complete (http_req_release). Nothing from
  * the arena may outlive the request (live-feed subscribers copy what they
- * keep).
+ * keep); what the arena cannot own (parsed JSON, a command in flight) is
+ * released by cleanups registered with http_req_on_release. While a
+ * request waits for another thread (async.h) that thread may write into
+ * its arena; the request cannot complete until the wait ends.
  * Not here: building responses (response.c) or routing (router.c).
  */
 #ifndef CHRONICLE_HTTP_REQUEST_H
 #define CHRONICLE_HTTP_REQUEST_H
 
 #include <microhttpd.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -40,6 +44,16 @@ typedef struct http_header {
     const char *name;  /* static string */
     const char *value; /* arena copy */
 } http_header_t;
+
+/* Something to undo when the request is released (arena-allocated). */
+typedef struct http_cleanup {
+    struct http_cleanup *next;
+    void (*fn)(void *arg);
+    void *arg;
+} http_cleanup_t;
+
+/* What a request runs once a wait on another thread is over (async.h). */
+typedef void (*http_cont_fn)(http_req_t *req, void *arg);
 
 struct http_req {
     http_ctx_t *ctx;
@@ -68,6 +82,15 @@ struct http_req {
     http_header_t headers[HTTP_MAX_EXTRA_HEADERS];
     size_t n_headers;
 
+    /* Waiting without a thread (async.c): the continuation of the current
+     * wait, the wait's state (HTTP_WAIT_*; the only field another thread
+     * writes) and whether the request counts in the server's async_active. */
+    http_cont_fn cont;
+    void *cont_arg;
+    atomic_int wait_state;
+    bool in_async;
+
+    http_cleanup_t *cleanups; /* run by http_req_release, newest first */
     http_arena_t arena;
 };
 
@@ -75,8 +98,20 @@ struct http_req {
  * memory. Release with http_req_release. */
 http_req_t *http_req_new(http_ctx_t *ctx, const char *uri);
 
-/* Frees (or recycles) the request and everything in its arena. */
+/* Runs the request's cleanups, then frees (or recycles) the request and
+ * everything in its arena. */
 void http_req_release(http_req_t *req);
+
+/* Runs the request's cleanups now (each once; http_req_release runs those
+ * left). For the completion callback, which must know them done before it
+ * reports the request over. */
+void http_req_run_cleanups(http_req_t *req);
+
+/* Registers fn(arg) to run when the request is released, however it ends
+ * (answered, aborted, timed out): for what the arena cannot own, such as
+ * JSON documents or state that lives across a wait. Cleanups run newest
+ * first. Returns false when out of memory (fn is not registered). */
+bool http_req_on_release(http_req_t *req, void (*fn)(void *arg), void *arg);
 
 /* n bytes from the request's arena (16-byte aligned), NULL on OOM. Freed
  * with the request. */

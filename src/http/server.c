@@ -15,6 +15,7 @@
 #include "http/app.h"
 #include "http/event_json.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <netdb.h>
 #include <signal.h>
@@ -28,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "http/async.h"
 #include "http/auth.h"
 #include "http/context.h"
 #include "http/feed.h"
@@ -195,9 +197,21 @@ static bool has_body(http_req_t *req)
     return cl && (http_parse_i64(cl, &n) != 0 || n > 0);
 }
 
-static void dispatch(http_req_t *req)
+/* Runs a handler step: the route's handler (cont NULL) or the continuation
+ * of a wait, then each further continuation whose work is already done,
+ * until the request is answered or parked (suspended until a wake). */
+static void run(http_req_t *req, http_cont_fn cont, void *arg)
 {
-    req->match.route->handler(req);
+    if (cont)
+        cont(req, arg);
+    else
+        req->match.route->handler(req);
+    while (req->cont) {
+        if (http_async_park(req)) return; /* MHD calls on_access after the wake */
+        cont = http_async_take(req, &arg);
+        cont(req, arg);
+    }
+    http_async_end(req);
     if (!req->responded) /* a handler bug; never leave the client hanging */
         http_problem(req, HTTP_P_INTERNAL, NULL, "the handler produced no response");
 }
@@ -249,10 +263,15 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         return MHD_YES;
     }
     req->defer = false;
-    if (req->pending)
+    if (req->pending) {
         http_respond_flush(req);
-    else if (!req->responded)
-        dispatch(req);
+    } else if (req->cont) { /* resumed: the wait's work is done */
+        void *arg;
+        http_cont_fn cont = http_async_take(req, &arg);
+        run(req, cont, arg);
+    } else if (!req->responded) {
+        run(req, NULL, NULL);
+    }
     return MHD_YES;
 }
 
@@ -285,6 +304,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     http_req_t *req = *con_cls;
     if (!req) return;
     *con_cls = NULL;
+    /* MHD completes no suspended connection, and a resumed one only after
+     * the wake (a client that left is noticed on resume, before the access
+     * handler runs again): a wait may have ended without its continuation. */
+    assert(req->cont == NULL || atomic_load(&req->wait_state) == HTTP_WAIT_WOKEN);
     double secs = (double)(http_now_ns() - req->start_ns) / 1e9;
     if (req->pending) { /* held for a final call that never came */
         MHD_destroy_response(req->pending);
@@ -317,6 +340,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                    LOG_F("duration_ms", secs * 1e3), LOG_S("termination", termination_name(toe)));
     }
 release:
+    /* The request's cleanups may hand an entity's turn to a waiting request;
+     * only after them may shutdown see this one as no longer waiting. */
+    http_req_run_cleanups(req);
+    http_async_end(req);
     if (req->counted) {
         metrics_in_flight_add(-1);
         if (atomic_load(&ctx->shutting_down)) {
@@ -364,12 +391,13 @@ static unsigned pool_size(const config_t *cfg)
     if (cfg->threads > 0) return (unsigned)cfg->threads;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (cores < 1) cores = 1;
-    /* An append blocks its worker until its group commit is durable, and a
-     * worker serves one request at a time: the pool size bounds how many
-     * appends can share one fsync. 32 per core (64 on 2 cores) lets 64
-     * busy connections all wait in the same commit; idle workers cost only
-     * address space. In wrk runs on 2 cores, 64 workers beat 16 and 32
-     * (see docs/http.md, "Threads"). */
+    /* Writes no longer bound this: they wait for their commit suspended,
+     * not in a worker (async.h), so any pool lets all of them share one
+     * commit. Reads still run in the worker (SQLite reader connections),
+     * and on a machine shared with its clients a pool of a few threads gets
+     * a smaller share of the CPU: in wrk runs on 2 cores, pools of 2-8
+     * were slower for reads and writes, 16 to 128 alike (docs/http.md,
+     * "Threads"). 32 per core stays; idle workers cost address space only. */
     long n = 32 * cores;
     return (unsigned)(n > 256 ? 256 : n);
 }
@@ -407,7 +435,7 @@ static void drain(http_ctx_t *ctx, int grace_s)
     }
     pthread_mutex_unlock(&ctx->drain_lock);
     int64_t left = metrics_in_flight();
-    if (left > 0)
+    if (left > 0) /* those whose writes are queued are still answered (http_async_close) */
         log_at(LOG_WARN, "shutdown grace expired; closing in-flight requests",
                LOG_I("in_flight", left), LOG_I("grace_s", grace_s));
 }
@@ -456,6 +484,9 @@ int http_serve_main(const config_t *cfg)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&ctx->drain_cond, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_cond_init(&ctx->async_cond, NULL);
+    atomic_init(&ctx->async_active, 0);
+    atomic_init(&ctx->async_closed, false);
 
     int exit_code = 1;
     struct MHD_Daemon *d = NULL;
@@ -545,6 +576,10 @@ int http_serve_main(const config_t *cfg)
     MHD_socket lsock = MHD_quiesce_daemon(d);
     http_feed_close(ctx->feed);
     drain(ctx, cfg->shutdown_grace);
+    /* Writes still waiting for their commit are suspended connections:
+     * MHD_stop_daemon must not see one. Refuse new waits (503) and let the
+     * store finish those queued; each is answered before we go on. */
+    http_async_close(ctx);
     atomic_store(&daemon_running, false);
     MHD_stop_daemon(d);
     d = NULL;
@@ -563,6 +598,7 @@ out:
     metrics_shutdown();
     pthread_mutex_destroy(&ctx->drain_lock);
     pthread_cond_destroy(&ctx->drain_cond);
+    pthread_cond_destroy(&ctx->async_cond);
     free(ctx);
     if (exit_code == 0) log_at(LOG_ALWAYS, "stopped", LOG_I("exit_code", 0));
     return exit_code;

@@ -46,7 +46,7 @@ static const opt_t options[] = {
     {"connection-timeout", "CONNECTION_TIMEOUT", OPT_INT, F(connection_timeout), 1, 86400, NULL,
      false, "idle connection timeout in seconds (default 60)"},
     {"threads", "HTTP_THREADS", OPT_INT, F(threads), 0, 1024, NULL, false,
-     "HTTP worker threads (default 32 per core, at most 256: appends wait for their group commit)"},
+     "HTTP worker threads (default 32 per core, at most 256; writes wait for their commit without a thread)"},
     {"readers", "SQLITE_READERS", OPT_INT, F(readers), 0, 256, NULL, false,
      "SQLite reader connections (default 8)"},
     {"shutdown-grace", "SHUTDOWN_GRACE", OPT_INT, F(shutdown_grace), 0, 3600, NULL, false,

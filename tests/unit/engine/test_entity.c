@@ -2,7 +2,8 @@
  * test_entity.c - the engine over a real SQLite store: commands write events
  * and projection rows together, refs and unique values are checked in the
  * transaction, racing commands on one entity all land (retry on conflict),
- * and projections are rebuilt from the log when the layout changes or a
+ * commands started without a waiting thread take turns on one entity and
+ * pass the turn on when abandoned, and projections are rebuilt from the log when the layout changes or a
  * rebuild was interrupted.
  */
 #include <setjmp.h>
@@ -11,11 +12,14 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/definition.h"
@@ -276,6 +280,133 @@ static void test_racing_updates_all_land(void **state)
     assert_int_equal(sv, 601);
 }
 
+/* ---- commands without a waiting thread (engine_command_start/resume) ---- */
+
+typedef struct waiter {
+    sem_t sem;
+    engine_result_t r;
+    engine_cmd_t *cmd;
+    json_t *body;
+} waiter_t;
+
+static void waiter_wake(void *user)
+{
+    waiter_t *w = user;
+    sem_post(&w->sem);
+}
+
+/* Waits for w's wake; a wake that never comes fails the test after 10 s
+ * (a deadline for a bug, not a way to synchronise). */
+static void wait_wake(waiter_t *w)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    int rc;
+    while ((rc = sem_timedwait(&w->sem, &ts)) != 0 && errno == EINTR) {
+    }
+    if (rc != 0) fail_msg("no wake within 10 s");
+}
+
+static int start(fixture_t *f, waiter_t *w, cmd_kind_t kind, const char *key, const char *body)
+{
+    sem_init(&w->sem, 0, 0);
+    w->body = body ? json_loads(body, 0, NULL) : NULL;
+    return engine_command_start(&f->eng, 0, kind, NULL, key, w->body, -1, &w->r, waiter_wake, w,
+                                &w->cmd);
+}
+
+/* Resumes w after each wake until it is over; returns its code. */
+static int finish_cmd(waiter_t *w, int rc)
+{
+    while (rc == ENGINE_PENDING) {
+        wait_wake(w);
+        rc = engine_command_resume(w->cmd);
+    }
+    return rc;
+}
+
+static void waiter_free(waiter_t *w)
+{
+    engine_command_free(w->cmd);
+    engine_result_free(&w->r);
+    json_decref(w->body);
+    sem_destroy(&w->sem);
+}
+
+static void test_commands_on_one_entity_take_turns_without_threads(void **state)
+{
+    fixture_t *f = *state;
+    engine_result_t r;
+    assert_int_equal(run(f, 0, CMD_CREATE, NULL, "{\"team_id\": \"turn\", \"name\": \"T\"}", &r), 0);
+    engine_result_free(&r);
+
+    /* Three commands started from one thread: the first holds the entity's
+     * turn while its commit runs, the others queue, and each starts only
+     * once the one before it is committed, in order: no conflict, no retry. */
+    waiter_t w[3];
+    memset(w, 0, sizeof w);
+    int rc[3];
+    for (int i = 0; i < 3; i++) {
+        char body[64];
+        snprintf(body, sizeof body, "{\"counter\": %d}", i + 1);
+        rc[i] = start(f, &w[i], CMD_UPDATE, "turn", body);
+        assert_int_equal(rc[i], ENGINE_PENDING);
+    }
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(finish_cmd(&w[i], rc[i]), CHR_OK);
+        assert_int_equal(w[i].r.version, i + 2);
+        assert_int_equal(json_integer_value(json_object_get(w[i].r.body, "counter")), i + 1);
+    }
+    for (int i = 0; i < 3; i++) waiter_free(&w[i]);
+}
+
+static void test_an_abandoned_command_passes_its_turn_on(void **state)
+{
+    fixture_t *f = *state;
+    engine_result_t r;
+    assert_int_equal(run(f, 0, CMD_CREATE, NULL, "{\"team_id\": \"gone\", \"name\": \"G\"}", &r), 0);
+    engine_result_free(&r);
+
+    waiter_t a = {0}, b = {0}, c = {0};
+    int ra = start(f, &a, CMD_UPDATE, "gone", "{\"counter\": 1}");
+    int rb = start(f, &b, CMD_UPDATE, "gone", "{\"counter\": 2}");
+    int rcc = start(f, &c, CMD_UPDATE, "gone", "{\"counter\": 3}");
+    assert_int_equal(ra, ENGINE_PENDING);
+    assert_int_equal(rb, ENGINE_PENDING);
+    assert_int_equal(rcc, ENGINE_PENDING);
+    assert_int_equal(finish_cmd(&a, ra), CHR_OK);
+    /* b is handed the turn (woken) but its caller gives up (a client that
+     * left): freeing it must hand the turn to c, or c waits forever. */
+    wait_wake(&b);
+    waiter_free(&b);
+    assert_int_equal(finish_cmd(&c, rcc), CHR_OK);
+    assert_int_equal(c.r.version, 3);
+    waiter_free(&a);
+    waiter_free(&c);
+
+    /* A command that ends without committing (nothing to change, or refused)
+     * passes the turn on too: the next one goes straight to its commit. */
+    waiter_t d = {0}, e = {0};
+    int rd = start(f, &d, CMD_UPDATE, "gone", "{\"counter\": 3}"); /* no change */
+    int re = start(f, &e, CMD_UPDATE, "gone", "{\"counter\": 4}");
+    assert_int_equal(finish_cmd(&d, rd), CHR_OK);
+    assert_int_equal(d.r.version, 3);
+    assert_int_equal(finish_cmd(&e, re), CHR_OK);
+    assert_int_equal(e.r.version, 4);
+    waiter_free(&d);
+    waiter_free(&e);
+
+    /* Refused before any turn: no command, the reason in r. */
+    waiter_t g = {0};
+    char key[1100];
+    memset(key, 'k', sizeof key - 1);
+    key[sizeof key - 1] = '\0';
+    assert_int_equal(start(f, &g, CMD_UPDATE, key, "{\"counter\": 1}"), CHR_EINVAL);
+    assert_null(g.cmd);
+    waiter_free(&g);
+}
+
 static void test_rebuild_on_layout_change(void **state)
 {
     fixture_t *f = *state;
@@ -344,6 +475,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_create_get_update_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ref_and_unique_checked_in_transaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_racing_updates_all_land, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commands_on_one_entity_take_turns_without_threads,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_an_abandoned_command_passes_its_turn_on, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_rebuild_on_layout_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupted_rebuild_is_redone, setup, teardown),
     };
