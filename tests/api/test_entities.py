@@ -318,20 +318,31 @@ def test_if_match(api):
     assert expect_json(api.delete("items", k, headers={"If-Match": '"6"'}), 200)["version"] == 7
 
 
-def test_put_creates_when_absent_and_merges_when_present(api):
+def test_put_creates_when_absent_and_replaces_when_present(api):
     key = uid("upsert")
     r = api.put("items", key, {"title": "Made by PUT", "count": 1})
-    made = expect_json(r, 200)
+    made = expect_json(r, 201)
     assert made["id"] == key and made["version"] == 1 and made["status"] == "draft"
     assert r.headers["ETag"] == '"1"'
-    r = api.put("items", key, {"count": 2})  # PATCH semantics on an existing entity
-    merged = expect_json(r, 200)
-    assert merged == {**made, "count": 2, "version": 2, "updated_at": merged["updated_at"]}
+    assert r.headers["Location"] == f"/v1/items/{quote(key, safe='')}"
+    # On an existing entity the body is the whole new state: count, left
+    # out, goes back to null, status (left out) to its default.
+    expect_json(api.patch("items", key, {"status": "published"}), 200)
+    r = api.put("items", key, {"title": "Replaced"})
+    replaced = expect_json(r, 200)
+    assert replaced["title"] == "Replaced" and replaced["count"] is None
+    assert replaced["status"] == "draft" and replaced["version"] == 3
+    assert "Location" not in r.headers
+    # the same state again changes nothing
+    again = expect_json(api.put("items", key, {"title": "Replaced"}), 200)
+    assert again["version"] == 3
     hist = expect_json(api.history("items", key), 200)
-    assert [e["type"] for e in hist] == ["ItemCreated", "ItemChanged"]
+    assert [e["type"] for e in hist] == ["ItemCreated", "ItemChanged", "ItemChanged"]
+    body = expect_problem(api.put("items", key, {"count": 2}), 422, "validation")
+    assert body["errors"] == [{"field": "title", "message": "is required"}]
     body = expect_problem(api.put("items", uid("upsert"), {"count": 1}), 422, "validation")
     assert body["errors"] == [{"field": "title", "message": "is required"}]
-    body = expect_problem(api.put("items", key, {"id": "different"}), 422, "validation")
+    body = expect_problem(api.put("items", key, {"id": "different", "title": "x"}), 422, "validation")
     assert problem_fields(body) == ["id"]
     body = expect_problem(api.put("items", "a/b", {"title": "x"}), 422, "validation")
     assert body["errors"] == [{"field": "id", "message": KEY_MSG}]
@@ -399,7 +410,7 @@ def test_owners_may_be_recreated(api):
     assert [e["type"] for e in hist] == ["OwnersCreated", "OwnersDeleted", "OwnersCreated"]
     # deleted again, then PUT brings it back
     expect_json(api.delete("owners", h), 200)
-    back = expect_json(api.put("owners", h, {"display": "Third life"}), 200)
+    back = expect_json(api.put("owners", h, {"display": "Third life"}), 201)
     assert back["version"] == 5 and back["display"] == "Third life"
     # time travel across the lives
     assert expect_json(api.one("owners", h, at=first["updated_at"]), 200) == first
@@ -826,7 +837,8 @@ def test_racing_writers_get_one_winner(api):
         t.start()
     for t in threads:
         t.join(30)
-    assert sorted(b["version"] for st, b in results if st == 200) == list(range(1, 13)), results
+    assert sorted(st for st, _ in results) == [200] * 11 + [201], results
+    assert sorted(b["version"] for st, b in results) == list(range(1, 13)), results
     hist = expect_json(api.history("items", up), 200)
     assert [e["type"] for e in hist] == ["ItemCreated"] + ["ItemChanged"] * 11
 
