@@ -426,6 +426,7 @@ def test_unique_values(api):
         body = expect_problem(api.call("POST", "/v1/items", {"title": "b", "contact": value}), 409, "conflict",
                               instance="/v1/items")
         assert body["detail"] == "contact: another items already has this value"
+        assert body["errors"] == [{"field": "contact", "message": "another items already has this value"}]
     b = item(api)
     body = expect_problem(api.patch("items", b["id"], {"contact": "Dup@example.com"}), 409, "conflict")
     assert body["detail"] == "contact: another items already has this value"
