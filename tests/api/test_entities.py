@@ -447,9 +447,20 @@ def test_refs_are_checked(api):
         body = expect_problem(api.patch("items", it["id"], {"owner": ref}), 422, "validation")
         assert body["errors"] == [{"field": "owner", "message": f'owners "{ref}" does not exist'}]
     assert api.head() == before
-    # the referenced owner may be deleted afterwards; the ref stays as written
+    # the referenced owner cannot be deleted while the item refers to it
+    # (on_delete "restrict", the default; "keep" allows it: the status app's
+    # updates keep their team_id)
+    body = expect_problem(api.delete("owners", o["handle"]), 409, "conflict")
+    assert body["detail"] == (f"owners {o['handle']} is referred to by items (field owner): "
+                              "delete or change those first")
+    assert api.head() == before
+    assert expect_json(api.one("owners", o["handle"]), 200)["handle"] == o["handle"]
+    # a deleted item no longer holds it
+    it2 = item(api, owner=o["handle"])
+    expect_json(api.patch("items", it["id"], {"owner": None}), 200)
+    expect_problem(api.delete("owners", o["handle"]), 409, "conflict")
+    expect_json(api.delete("items", it2["id"]), 200)
     expect_json(api.delete("owners", o["handle"]), 200)
-    assert expect_json(api.one("items", it["id"]), 200)["owner"] == o["handle"]
 
 
 # --------------------------------------------------------------------------

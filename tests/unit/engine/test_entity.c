@@ -219,11 +219,24 @@ static void test_ref_and_unique_checked_in_transaction(void **state)
     engine_result_free(&r);
     assert_int_equal(count_rows(f, 0), 1);
 
-    /* Deleting t1 frees its e-mail. */
-    assert_int_equal(run(f, 0, CMD_DELETE, "t1", NULL, &r), 0);
+    /* t1 cannot be deleted while an update refers to it. */
+    assert_int_equal(store_head_position(f->store, &head0, &err), 0);
+    assert_int_equal(run(f, 0, CMD_DELETE, "t1", NULL, &r), CHR_ECONFLICT);
+    assert_string_equal(r.err.msg, "teams t1 is referred to by updates (field team_id): delete or "
+                                   "change those first");
+    engine_result_free(&r);
+    assert_int_equal(store_head_position(f->store, &head1, &err), 0);
+    assert_int_equal(head1, head0);
+
+    /* Deleting a team nothing refers to frees its e-mail. */
+    assert_int_equal(run(f, 0, CMD_CREATE, NULL,
+                         "{\"team_id\": \"t3\", \"name\": \"V\", \"email\": \"z@b.example\"}", &r),
+                     0);
+    engine_result_free(&r);
+    assert_int_equal(run(f, 0, CMD_DELETE, "t3", NULL, &r), 0);
     engine_result_free(&r);
     assert_int_equal(run(f, 0, CMD_CREATE, NULL,
-                         "{\"team_id\": \"t2\", \"name\": \"U\", \"email\": \"a@b.example\"}", &r),
+                         "{\"team_id\": \"t2\", \"name\": \"U\", \"email\": \"z@b.example\"}", &r),
                      0);
     engine_result_free(&r);
 }
