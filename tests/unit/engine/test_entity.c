@@ -52,6 +52,20 @@ static const char *DEF_B =
     "   \"content\": {\"type\": \"text\", \"required\": true}},"
     "  \"operations\": [\"create\"]}}}";
 
+/* DEF_A where a team may be deleted while updates refer to it. */
+static const char *DEF_KEEP =
+    "{\"app\": \"t\", \"entities\": {"
+    " \"teams\": {\"key\": \"team_id\", \"fields\": {"
+    "   \"team_id\": {\"type\": \"string\", \"required\": true},"
+    "   \"name\": {\"type\": \"string\", \"required\": true},"
+    "   \"email\": {\"type\": \"email\", \"unique\": true},"
+    "   \"counter\": {\"type\": \"integer\"}}},"
+    " \"updates\": {\"key\": \"update_id\", \"fields\": {"
+    "   \"team_id\": {\"type\": \"ref\", \"to\": \"teams\", \"required\": true,"
+    "                 \"on_delete\": \"keep\"},"
+    "   \"content\": {\"type\": \"text\", \"required\": true}},"
+    "  \"operations\": [\"create\"]}}}";
+
 typedef struct fixture {
     char path[512];
     store_t *store;
@@ -455,6 +469,35 @@ static void test_rebuild_on_layout_change(void **state)
     engine_result_free(&r);
 }
 
+/* A rebuild writes what the log says: a delete that the definition of its
+ * day allowed (on_delete keep) replays under one that restricts it. */
+static void test_rebuild_replays_without_write_checks(void **state)
+{
+    fixture_t *f = *state;
+    engine_result_t r;
+    close_all(f);
+    open_all(f, DEF_KEEP);
+    assert_int_equal(run(f, 0, CMD_CREATE, NULL, "{\"team_id\": \"t1\", \"name\": \"T\"}", &r), 0);
+    engine_result_free(&r);
+    assert_int_equal(
+        run(f, 1, CMD_CREATE, NULL, "{\"update_id\": \"u1\", \"team_id\": \"t1\", \"content\": \"x\"}", &r),
+        0);
+    engine_result_free(&r);
+    assert_int_equal(run(f, 0, CMD_DELETE, "t1", NULL, &r), 0);
+    engine_result_free(&r);
+    close_all(f);
+    open_all(f, DEF_B); /* restricts, and a new layout: rebuilt */
+    assert_true(f->rebuilt);
+    assert_int_equal(f->replayed, 3);
+    json_t *got = NULL;
+    int64_t v = 0;
+    chr_err_t err = {0};
+    assert_int_equal(engine_get(&f->eng, 0, "t1", &got, &v, &err), CHR_ENOTFOUND);
+    assert_int_equal(engine_get(&f->eng, 1, "u1", &got, &v, &err), 0);
+    assert_string_equal(json_string_value(json_object_get(got, "team_id")), "t1");
+    json_decref(got);
+}
+
 static int mark_unfinished(store_tx_t *tx, void *user, chr_err_t *err)
 {
     (void)user;
@@ -494,6 +537,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_rebuild_on_layout_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupted_rebuild_is_redone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rebuild_replays_without_write_checks, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
