@@ -9,11 +9,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/query.h"
 #include "core/timefmt.h"
+#include "util/log.h"
 
 #define REBUILD_PAGE 2000
+#define SYNC_LEASE "projections-sync"
+#define SYNC_RETRY_MS 100          /* between tries for the sync lease */
+#define SYNC_LOG_EVERY_MS 30000    /* how often a waiting instance says so */
 #define PROJECTION_FORMAT 2 /* bump when the table layout chronicle writes changes */
 #define LAYOUT_TABLE "chronicle_projection_layout"
 /* One row: the layout the tables were built for, the tables it made, and
@@ -204,6 +209,26 @@ int projections_init(projections_t *p, const definition_t *def, chr_err_t *err)
     return CHR_OK;
 }
 
+int projections_init_read_model(projections_t *p, const definition_t *def, chr_err_t *err)
+{
+    int rc = projections_init(p, def, err);
+    if (rc) return rc;
+    p->read_model = true;
+    size_t n = strlen(p->layout);
+    snprintf(p->layout + n, sizeof p->layout - n, "/read");
+    static const char uniq[] = "CREATE UNIQUE INDEX";
+    for (size_t i = 0; i < def->n_entities; i++) {
+        proj_entity_t *pe = &p->entities[i];
+        for (size_t j = 0; j < pe->n_indexes; j++) {
+            char *sql = pe->create_indexes[j];
+            if (strncmp(sql, uniq, sizeof uniq - 1) != 0) continue;
+            /* "CREATE UNIQUE INDEX x" -> "CREATE INDEX x" (same name). */
+            memmove(sql + 7, sql + 14, strlen(sql + 14) + 1);
+        }
+    }
+    return CHR_OK;
+}
+
 void projections_free(projections_t *p)
 {
     if (p->entities && p->def)
@@ -380,7 +405,7 @@ int projection_write(const projections_t *p, store_tx_t *tx, int entity,
     const entity_def_t *e = pe->def;
     const entity_state_t *state = row->state;
     const char *key = row->key;
-    if (!state->deleted) {
+    if (!state->deleted && !p->read_model) {
         int rc = check_refs_and_unique(p, pe, tx, key, state, err);
         if (rc) return rc;
     }
@@ -447,12 +472,47 @@ static int read_layout(void *user, const store_val_t *v, size_t n)
     return 1;
 }
 
+int projections_check_layout(const projections_t *p, store_tx_t *tx, chr_err_t *err)
+{
+    layout_row_t row = {0};
+    int rc = store_tx_query(tx, "SELECT layout, tables, ready FROM " LAYOUT_TABLE " WHERE id = 1",
+                            NULL, 0, read_layout, &row, err);
+    free(row.tables);
+    if (rc) return rc;
+    if (!row.found || strcmp(row.layout, p->layout) != 0)
+        return chr_fail(err, CHR_ECONFLICT, "",
+                        "the stored projection layout is not this definition's (an instance with "
+                        "another definition synced the tables)");
+    return CHR_OK;
+}
+
 typedef struct sync_ctx {
     projections_t *p;
     bool force;     /* drop and recreate regardless of the stored layout */
     bool rebuild;   /* out: the tables were (re)created empty and need a replay */
     bool had_layout; /* out: tables of an earlier layout existed */
 } sync_ctx_t;
+
+/* The read model's checkpoint table and row; back to 0 when reset. */
+static int reset_checkpoint(store_tx_t *tx, bool reset, chr_err_t *err)
+{
+    int rc = store_tx_exec(tx,
+                           "CREATE TABLE IF NOT EXISTS " PROJECTION_CHECKPOINT_TABLE
+                           " (id INTEGER PRIMARY KEY, position BIGINT NOT NULL, holder TEXT NOT "
+                           "NULL, updated_at BIGINT NOT NULL)",
+                           NULL, 0, NULL, err);
+    if (rc) return rc;
+    store_val_t now = {.type = SV_INT, .i = time_now_us()};
+    return store_tx_exec(tx,
+                         reset ? "INSERT INTO " PROJECTION_CHECKPOINT_TABLE
+                                 " (id, position, holder, updated_at) VALUES (1, 0, '', ?) ON "
+                                 "CONFLICT (id) DO UPDATE SET position = 0, updated_at = "
+                                 "excluded.updated_at"
+                               : "INSERT INTO " PROJECTION_CHECKPOINT_TABLE
+                                 " (id, position, holder, updated_at) VALUES (1, 0, '', ?) ON "
+                                 "CONFLICT (id) DO NOTHING",
+                         &now, 1, NULL, err);
+}
 
 /* Runs in the writer: compares layouts, drops what the old layout had when
  * they differ, creates what is missing, records the new layout. */
@@ -469,6 +529,18 @@ static int sync_apply(store_tx_t *tx, void *user, chr_err_t *err)
     bool same = row.found && row.ready && strcmp(row.layout, p->layout) == 0;
     c->rebuild = c->force || !same;
     c->had_layout = row.found;
+    /* The read model is refilled by the projector from position 0: the
+     * checkpoint moves back with the tables, in this transaction, and first:
+     * a projector's batch locks the checkpoint row before it writes rows, so
+     * taking it before the tables' locks cannot deadlock with one (and makes
+     * that batch fail, not land). */
+    if (p->read_model) {
+        rc = reset_checkpoint(tx, c->rebuild, err);
+        if (rc) {
+            free(row.tables);
+            return rc;
+        }
+    }
     if (c->rebuild && row.tables) {
         /* Drop the tables the old layout made, whatever entities they were. */
         json_t *old = json_loads(row.tables, 0, NULL);
@@ -506,7 +578,7 @@ static int sync_apply(store_tx_t *tx, void *user, chr_err_t *err)
     store_val_t vals[4] = {{.type = SV_TEXT, .s = p->layout},
                            {.type = SV_TEXT, .s = text},
                            {.type = SV_INT, .i = time_now_us()},
-                           {.type = SV_INT, .i = c->rebuild ? 0 : 1}};
+                           {.type = SV_INT, .i = c->rebuild && !p->read_model ? 0 : 1}};
     rc = store_tx_exec(tx,
                        "INSERT INTO " LAYOUT_TABLE " (id, layout, tables, built_at, ready) VALUES "
                        "(1, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET layout = excluded.layout, "
@@ -522,16 +594,15 @@ typedef struct replay_ctx {
     event_list_t *events;
 } replay_ctx_t;
 
-/* Runs in the writer: folds one page of events into the rows they touch. */
-static int replay_apply(store_tx_t *tx, void *user, chr_err_t *err)
+int projection_apply_events(const projections_t *p, store_tx_t *tx, const event_list_t *events,
+                            chr_err_t *err)
 {
-    replay_ctx_t *c = user;
-    for (size_t i = 0; i < c->events->len; i++) {
-        const event_t *ev = &c->events->items[i];
+    for (size_t i = 0; i < events->len; i++) {
+        const event_t *ev = &events->items[i];
         int entity;
         const char *key;
-        if (!projection_stream_entity(c->p, ev->stream, &entity, &key)) continue;
-        const proj_entity_t *pe = &c->p->entities[entity];
+        if (!projection_stream_entity(p, ev->stream, &entity, &key)) continue;
+        const proj_entity_t *pe = &p->entities[entity];
         entity_state_t st;
         entity_state_init(&st);
         int rc = tx_load_state(pe, tx, key, &st, err);
@@ -543,8 +614,8 @@ static int replay_apply(store_tx_t *tx, void *user, chr_err_t *err)
              * unique values were made when the events were written. */
             chr_err_t werr = {0};
             projection_row_t row;
-            rc = projection_row_render(c->p, entity, key, &st, &row);
-            if (!rc) rc = projection_write(c->p, tx, entity, &row, &werr);
+            rc = projection_row_render(p, entity, key, &st, &row);
+            if (!rc) rc = projection_write(p, tx, entity, &row, &werr);
             projection_row_free(&row);
             if (rc == CHR_EINVAL || rc == CHR_ECONFLICT) rc = CHR_OK; /* see above */
             else if (rc && err) *err = werr;
@@ -553,6 +624,13 @@ static int replay_apply(store_tx_t *tx, void *user, chr_err_t *err)
         if (rc) return rc;
     }
     return CHR_OK;
+}
+
+/* Runs in the writer: folds one page of events into the rows they touch. */
+static int replay_apply(store_tx_t *tx, void *user, chr_err_t *err)
+{
+    replay_ctx_t *c = user;
+    return projection_apply_events(c->p, tx, c->events, err);
 }
 
 static int replay_all(projections_t *p, store_t *s, int64_t *count, chr_err_t *err)
@@ -587,7 +665,37 @@ static int mark_ready(store_tx_t *tx, void *user, chr_err_t *err)
                          err);
 }
 
-static int sync_tables(projections_t *p, store_t *s, bool force, bool *rebuilt, int64_t *events,
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+/* Takes the sync lease of s, waiting while another instance (or another
+ * engine of this process) holds it: that one is creating or rebuilding the
+ * tables, which this one then finds ready. */
+static int sync_lease(store_t *s, store_lease_t **out, chr_err_t *err)
+{
+    int64_t waited = 0;
+    for (;;) {
+        chr_err_t e = {0};
+        int rc = store_lease_try(s, SYNC_LEASE, out, &e);
+        if (rc != CHR_ECONFLICT) {
+            if (rc && err) *err = e;
+            return rc;
+        }
+        if (waited % SYNC_LOG_EVERY_MS == 0)
+            log_at(LOG_INFO, "waiting for another instance to finish syncing the projections",
+                   LOG_I("waited_ms", waited));
+        /* A lease is only ever tried (store.h): waiting for another's is a
+         * retry, at a pace that costs nothing next to a rebuild. */
+        sleep_ms(SYNC_RETRY_MS);
+        waited += SYNC_RETRY_MS;
+    }
+}
+
+static int sync_locked(projections_t *p, store_t *s, bool force, bool *rebuilt, int64_t *events,
                        chr_err_t *err)
 {
     sync_ctx_t c = {.p = p, .force = force};
@@ -597,12 +705,27 @@ static int sync_tables(projections_t *p, store_t *s, bool force, bool *rebuilt, 
     *rebuilt = false;
     *events = 0;
     if (!c.rebuild) return CHR_OK;
+    if (p->read_model) { /* emptied, checkpoint 0: the projector refills it */
+        *rebuilt = c.had_layout;
+        return CHR_OK;
+    }
     rc = replay_all(p, s, events, err);
     if (rc) return rc;
     /* New empty tables over an empty log are a creation, not a rebuild. */
     *rebuilt = c.had_layout || *events > 0;
     store_uow_t done = {.apply = mark_ready};
     return store_commit(s, &done, err);
+}
+
+static int sync_tables(projections_t *p, store_t *s, bool force, bool *rebuilt, int64_t *events,
+                       chr_err_t *err)
+{
+    store_lease_t *lease = NULL;
+    int rc = sync_lease(s, &lease, err);
+    if (rc) return rc;
+    rc = sync_locked(p, s, force, rebuilt, events, err);
+    store_lease_release(lease);
+    return rc;
 }
 
 int projections_sync(projections_t *p, store_t *s, bool *rebuilt, int64_t *events, chr_err_t *err)
