@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # projector.sh - the asynchronous projector's catch-up rate (split databases).
 #
-#   bench/projector.sh [EVENTS]     (default 100000)
+#   bench/projector.sh [EVENTS [PER_ENTITY]]   (defaults 100000 and 10)
 #
 # Starts a throwaway PostgreSQL cluster (scripts/pg-test.sh) under a
 # temporary directory, creates an events database and a projection database,
 # lets chronicle create its schema in both (one `serve` start, stopped), then
-# writes EVENTS events straight into events.events with SQL, as 10 per
-# entity (one CounterCreated, nine CounterChanged) of tests/split/app.json:
+# writes EVENTS events straight into events.events with SQL, PER_ENTITY per
+# entity (one CounterCreated, then CounterChanged) of tests/split/app.json:
 # the backlog is prepared, not measured. Then starts `chronicle serve --role
 # worker` with PROJECTION_DB_URL and measures from the projector's "projector
 # resumes" log line to the checkpoint row's updated_at when it reaches the
@@ -19,6 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 BIN=${CHRONICLE_BIN:-$root/build/chronicle}
 EVENTS=${1:-100000}
+PER=${2:-10}
 [ -x "$BIN" ] || { echo "projector.sh: no binary at $BIN" >&2; exit 1; }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/chronicle-bench-projector.XXXXXX")
@@ -62,7 +63,7 @@ wait_log "$tmp/setup.log" '"listening"'
 kill -TERM "$pid"; wait "$pid" || true; pid=
 
 # 2. The backlog: EVENTS events, 10 per counter, in position order.
-per=10
+per=$PER
 n_keys=$(( (EVENTS + per - 1) / per ))
 sql "$ev" "
 INSERT INTO events.events (id, type, aggregate_id, data, timestamp, metadata, version, position)
@@ -95,5 +96,5 @@ python3 - "$EVENTS" "$start_us" "$end_us" "$rows" <<'EOF'
 import sys
 events, start, end, rows = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 secs = (end - start) / 1e6
-print(f"RESULT projector events={events} rows={rows} seconds={secs:.2f} events_per_s={events / secs:,.0f}")
+print(f"RESULT projector events={events} rows={rows} events_per_row={events / rows:g} seconds={secs:.2f} events_per_s={events / secs:,.0f}")
 EOF

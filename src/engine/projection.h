@@ -35,7 +35,14 @@ typedef struct proj_entity {
     char *exists_live;  /* 1 by key when live */
     char **unique_check; /* per field (NULL when not unique): another live row has the value */
     size_t n_columns;    /* bound parameters of upsert_row */
+    /* read model only (NULL otherwise): PROJ_LOAD_MANY rows by key (key
+     * first, then as select_state), PROJ_WRITE_MANY rows in one upsert */
+    char *select_many;
+    char *upsert_many;
 } proj_entity_t;
+
+#define PROJ_LOAD_MANY 64
+#define PROJ_WRITE_MANY 32
 
 typedef struct projections {
     const definition_t *def;
