@@ -19,12 +19,10 @@ every event.
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from urllib.parse import urlsplit
 
 import pytest
