@@ -31,6 +31,7 @@
 #include "core/field.h"
 #include "core/timefmt.h"
 #include "core/uuid.h"
+#include "util/log.h"
 
 #define MAX_ATTEMPTS 32
 #define HISTORY_PAGE 1000
@@ -67,6 +68,7 @@ int engine_open(engine_t *eng, const definition_t *def, store_t *s, bool *rebuil
     memset(eng, 0, sizeof *eng);
     eng->def = def;
     eng->store = s;
+    eng->reads = s;
     int rc = projections_init(&eng->proj, def, err);
     if (rc) return rc;
     rc = projections_sync(&eng->proj, s, rebuilt, replayed, err);
@@ -74,9 +76,60 @@ int engine_open(engine_t *eng, const definition_t *def, store_t *s, bool *rebuil
     return rc;
 }
 
+static int identity_row(void *user, const store_val_t *v, size_t n)
+{
+    if (n >= 1 && v[0].type == SV_TEXT) snprintf(user, 256, "%s", v[0].s);
+    return 1;
+}
+
+/* Which PostgreSQL database s is: name, port and server start time. */
+static int database_identity(store_t *s, char out[256], chr_err_t *err)
+{
+    out[0] = '\0';
+    return store_query(s,
+                       "SELECT current_database() || '/' || current_setting('port') || '/' || "
+                       "pg_postmaster_start_time()::text",
+                       NULL, 0, identity_row, out, err);
+}
+
+int engine_attach_read_model(engine_t *eng, store_t *reads, chr_err_t *err)
+{
+    /* Two URLs may name one database: its inline tables and the read model
+     * would then be the same tables, written by two owners. */
+    if (strcmp(eng->store->ops->name, "postgres") == 0 &&
+        strcmp(reads->ops->name, "postgres") == 0) {
+        char a[256], b[256];
+        int rc = database_identity(eng->store, a, err);
+        if (!rc) rc = database_identity(reads, b, err);
+        if (rc) return rc;
+        if (strcmp(a, b) == 0)
+            return chr_fail(err, CHR_EINVAL, "PROJECTION_DB_URL",
+                            "PROJECTION_DB_URL names the same database as DATABASE_URL (%s); "
+                            "unset it for inline projections",
+                            a);
+    }
+    int rc = projections_init_read_model(&eng->read_proj, eng->def, err);
+    if (rc) return rc;
+    bool rebuilt = false;
+    int64_t replayed = 0;
+    rc = projections_sync(&eng->read_proj, reads, &rebuilt, &replayed, err);
+    if (rc) {
+        projections_free(&eng->read_proj);
+        return rc;
+    }
+    if (rebuilt)
+        log_at(LOG_ALWAYS, "read model emptied for a new layout; the projector refills it",
+               LOG_S("app", eng->def->app));
+    eng->read_proj_open = true;
+    eng->reads = reads;
+    return CHR_OK;
+}
+
 void engine_close(engine_t *eng)
 {
     projections_free(&eng->proj);
+    if (eng->read_proj_open) projections_free(&eng->read_proj);
+    eng->read_proj_open = false;
 }
 
 void engine_result_free(engine_result_t *r)
@@ -452,7 +505,7 @@ int engine_get(engine_t *eng, int entity, const char *key, json_t **out, int64_t
     if (!key_valid(key)) return chr_fail(err, CHR_ENOTFOUND, "", "%s %s does not exist", e->name, key);
     entity_state_t st;
     entity_state_init(&st);
-    int rc = projection_load(&eng->proj, eng->store, entity, key, &st, err);
+    int rc = projection_load(&eng->proj, eng->reads, entity, key, &st, err);
     if (!rc && (!st.data || st.deleted))
         rc = chr_fail(err, CHR_ENOTFOUND, "", "%s %s does not exist", e->name, key);
     if (!rc) {
@@ -700,7 +753,7 @@ int engine_list(engine_t *eng, int entity, const query_t *q, char *const *fields
     if (!c.out) rc = chr_fail(err, CHR_ENOMEM, "", "out of memory");
     if (!rc) {
         fputc('[', c.out);
-        rc = store_query(eng->store, sql, params, n_params, list_row, &c, err);
+        rc = store_query(eng->reads, sql, params, n_params, list_row, &c, err);
         fputc(']', c.out);
     }
     if (c.out) fclose(c.out);

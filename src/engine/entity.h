@@ -17,10 +17,18 @@
 #include "engine/projection.h"
 #include "store/store.h"
 
+typedef struct projector projector_t;
+
 typedef struct engine {
     const definition_t *def; /* borrowed */
-    store_t *store;          /* borrowed */
+    store_t *store;          /* borrowed: the events and the write model (inline tables) */
     projections_t proj;
+    /* Where gets and lists read: store itself, or with split databases the
+     * read model's store (borrowed), kept by a projector (projector.h). */
+    store_t *reads;
+    projections_t read_proj;    /* the read model's SQL; when reads != store */
+    bool read_proj_open;
+    projector_t *projector;     /* with split databases (projector_start); else NULL */
 } engine_t;
 
 /* Binds def to s: builds the projection SQL and brings the tables in line
@@ -29,6 +37,13 @@ typedef struct engine {
 int engine_open(engine_t *eng, const definition_t *def, store_t *s, bool *rebuilt,
                 int64_t *replayed, chr_err_t *err);
 void engine_close(engine_t *eng);
+
+/* Split databases: gets and lists read from the read model in reads (a
+ * store of another database), created or brought in line with the
+ * definition there (under the same sync lease as the inline tables).
+ * Commands keep deciding on the write model in the events store: nothing
+ * they decide rests on the read model. */
+int engine_attach_read_model(engine_t *eng, store_t *reads, chr_err_t *err);
 
 /* The outcome of a command. Owns body and the decision. */
 typedef struct engine_result {

@@ -43,22 +43,46 @@ typedef struct proj_entity {
         char *sql;         /* params: the key, the key again (self refs) */
     } *ref_by;
     size_t n_ref_by;
+    /* read model only (NULL otherwise): PROJ_LOAD_MANY rows by key (key
+     * first, then as select_state), PROJ_WRITE_MANY rows in one upsert */
+    char *select_many;
+    char *upsert_many;
 } proj_entity_t;
+
+#define PROJ_LOAD_MANY 64
+#define PROJ_WRITE_MANY 32
 
 typedef struct projections {
     const definition_t *def;
     proj_entity_t *entities; /* parallel to def->entities */
-    char layout[80]; /* definition layout hash + "/" + table format version */
+    char layout[80]; /* definition layout hash + "/" + table format version [+ "/read"] */
+    bool read_model; /* the asynchronous read model (projections_init_read_model) */
 } projections_t;
+
+/* The read model's checkpoint (one row, id 1, in the read model's database):
+ * the position of the last event whose effect its tables hold. The
+ * projector moves it in the same transaction as the rows (projector.h). */
+#define PROJECTION_CHECKPOINT_TABLE "chronicle_projector"
 
 /* Builds the SQL for every entity of def (borrowed; must outlive p). */
 int projections_init(projections_t *p, const definition_t *def, chr_err_t *err);
+
+/* As projections_init, for the read model kept by the projector in another
+ * database: the same tables, but unique indexes are plain ones and writes
+ * check neither refs nor unique values (the write model decided those when
+ * the events were appended; the read model mirrors the log, whatever it
+ * says). projections_sync on such p creates or recreates the tables and
+ * resets the checkpoint instead of replaying: the projector refills them. */
+int projections_init_read_model(projections_t *p, const definition_t *def, chr_err_t *err);
 void projections_free(projections_t *p);
 
 /* Makes the stored projections match the definition: creates missing
  * tables, and when the stored layout differs from the definition's, drops
  * the old tables and rebuilds every row from the events. *rebuilt tells
- * whether a rebuild happened; *events the number of events replayed. */
+ * whether a rebuild happened; *events the number of events replayed.
+ * Several instances starting at once do this one at a time: each first
+ * takes the store lease "projections-sync" (waiting while another holds it),
+ * so one rebuilds and the others then find the tables ready. */
 int projections_sync(projections_t *p, store_t *s, bool *rebuilt, int64_t *events, chr_err_t *err);
 
 /* Drops and rebuilds every projection from the events (chronicle rebuild). */
@@ -90,6 +114,19 @@ void projection_row_free(projection_row_t *row);
  * and unique clashes CHR_ECONFLICT, with err->field naming the field. */
 int projection_write(const projections_t *p, store_tx_t *tx, int entity,
                      const projection_row_t *row, chr_err_t *err);
+
+/* Inside a unit of work: folds events (in position order) into the rows
+ * they touch: load each row, evolve it, write it. Events of other streams
+ * are skipped. With the inline projections ref and unique clashes are
+ * ignored (a rebuild reproduces what the log says); with the read model
+ * nothing is checked. */
+int projection_apply_events(const projections_t *p, store_tx_t *tx, const event_list_t *events,
+                            chr_err_t *err);
+
+/* Inside a unit of work: CHR_ECONFLICT unless the stored layout is p's
+ * (another definition's instance synced the tables since). Locks the layout
+ * row until the unit ends, so a sync cannot interleave with the unit. */
+int projections_check_layout(const projections_t *p, store_tx_t *tx, chr_err_t *err);
 
 /* Splits a stream name "<entity>-<key>" into the entity index and the key
  * (borrowed, points into stream). Returns false for other streams. */

@@ -6,8 +6,8 @@
 #include "core/timefmt.h"
 #include "util/log.h"
 
-int http_app_open(const char *path, store_t *s, http_router_t *r, http_app_t **out,
-                  chr_err_t *err)
+int http_app_open(const char *path, store_t *s, store_t *reads, http_router_t *r,
+                  http_app_t **out, chr_err_t *err)
 {
     http_app_t *app = calloc(1, sizeof *app);
     if (!app) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
@@ -16,6 +16,7 @@ int http_app_open(const char *path, store_t *s, http_router_t *r, http_app_t **o
     int64_t replayed = 0, start = time_now_us();
     if (!rc) rc = engine_open(&app->eng, app->def, s, &rebuilt, &replayed, err);
     if (!rc) app->engine_open = true;
+    if (!rc && reads) rc = engine_attach_read_model(&app->eng, reads, err);
     if (!rc && rebuilt)
         log_at(LOG_ALWAYS, "projections rebuilt from events", LOG_S("app", app->def->app),
                LOG_S("reason", "the definition's table layout differs from the stored one"),

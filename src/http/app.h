@@ -19,11 +19,13 @@ typedef struct http_app {
     http_app_routes_t *routes;
 } http_app_t;
 
-/* Loads the definition at path, opens the engine on s (logging a rebuild)
- * and adds its routes to r. On failure err says why (for definition errors
- * err->field is the JSON path) and nothing is left allocated. */
-int http_app_open(const char *path, store_t *s, http_router_t *r, http_app_t **out,
-                  chr_err_t *err);
+/* Loads the definition at path, opens the engine on s (logging a rebuild),
+ * attaches the read model in reads when not NULL (split databases: gets and
+ * lists read there) and adds its routes to r. On failure err says why (for
+ * definition errors err->field is the JSON path) and nothing is left
+ * allocated. */
+int http_app_open(const char *path, store_t *s, store_t *reads, http_router_t *r,
+                  http_app_t **out, chr_err_t *err);
 
 /* Frees everything; call after the router and the server are gone. */
 void http_app_close(http_app_t *app);

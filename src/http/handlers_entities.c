@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/timefmt.h"
+#include "engine/projector.h"
 #include "http/async.h"
 #include "http/buf.h"
 #include "http/params.h"
@@ -33,6 +34,20 @@ static const http_entity_route_t *route_of(http_req_t *req)
 static const char *key_of(http_req_t *req, const http_entity_route_t *er)
 {
     return er->key_param ? http_match_param(&req->match, er->key_param) : NULL;
+}
+
+/* With split databases, before a read of the read model: how stale it may
+ * be (docs/http-api.md, "Staleness headers"). Called before the read, so
+ * the position is one the read model had reached when the read began. */
+static void staleness_headers(http_req_t *req, const http_entity_route_t *er)
+{
+    int64_t pos, lag;
+    if (!er->eng->projector || !projector_staleness(er->eng->projector, &pos, &lag)) return;
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)pos);
+    http_req_add_header(req, "Chronicle-Projection-Position", v);
+    snprintf(v, sizeof v, "%lld", (long long)lag);
+    http_req_add_header(req, "Chronicle-Projection-Lag", v);
 }
 
 /* Parses the JSON body (an empty body is NULL, fine for commands). Returns
@@ -271,6 +286,7 @@ static void handle_get(http_req_t *req)
     json_t *out = NULL;
     int64_t v = 0;
     chr_err_t err = {0};
+    if (at < 0 && version <= 0) staleness_headers(req, er);
     int rc = (at >= 0 || version > 0)
                  ? engine_get_past(er->eng, er->entity, key, at, version, &out, &v, &err)
                  : engine_get(er->eng, er->entity, key, &out, &v, &err);
@@ -390,6 +406,7 @@ static void handle_list(http_req_t *req)
     }
     char *out = NULL, *next = NULL;
     size_t len = 0;
+    staleness_headers(req, er);
     rc = engine_list(er->eng, er->entity, &q, er->app ? er->app->fields : NULL,
                      er->app ? er->app->n_fields : 0, &out, &len, &next, &err);
     query_free(&q);

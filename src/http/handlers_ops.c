@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/projector.h"
 #include "http/buf.h"
 #include "http/context.h"
 #include "http/handlers.h"
@@ -41,7 +42,32 @@ void http_handle_ready(http_req_t *req)
                      err.msg);
         return;
     }
-    respond_static(req, "{\"status\":\"ready\"}");
+    const engine_t *eng = req->ctx->engine;
+    if (!eng || !eng->projector) {
+        respond_static(req, "{\"status\":\"ready\"}");
+        return;
+    }
+    /* Split databases: the read model's database must answer too; how far
+     * behind it is gets reported, not judged (a lagging read model still
+     * serves reads, with staleness headers). */
+    projector_status_t st;
+    if (projector_status(eng->projector, &st, &err) != CHR_OK) {
+        http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL,
+                     "the projection database is not reachable: %s", err.msg);
+        return;
+    }
+    json_t *pj = json_pack("{s:s, s:I, s:I, s:I, s:b, s:b, s:s, s:I}", "mode", "async", "head",
+                           (json_int_t)st.head, "checkpoint", (json_int_t)st.checkpoint, "lag",
+                           (json_int_t)st.lag, "runs_here", st.runs_here, "lease_held",
+                           st.lease_held, "holder", st.holder, "updated_at",
+                           (json_int_t)st.updated_at);
+    if (pj && st.last_error[0]) json_object_set_new(pj, "last_error", json_string(st.last_error));
+    json_t *body = pj ? json_pack("{s:s, s:o}", "status", "ready", "projector", pj) : NULL;
+    if (!body) {
+        http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL, "out of memory");
+        return;
+    }
+    http_respond_json(req, MHD_HTTP_OK, body);
 }
 
 void http_handle_component_health(http_req_t *req)

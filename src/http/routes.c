@@ -3,10 +3,10 @@
 #include "http/handlers.h"
 
 static const http_route_t core_routes[] = {
-    {"GET", "/health", http_handle_health, HTTP_ROUTE_PUBLIC, NULL},
-    {"GET", "/ready", http_handle_ready, HTTP_ROUTE_PUBLIC, NULL},
-    {"GET", "/internal/health/{component}", http_handle_component_health, 0, NULL},
-    {"GET", "/metrics", http_handle_metrics, 0, NULL},
+    {"GET", "/health", http_handle_health, HTTP_ROUTE_PUBLIC | HTTP_ROUTE_OPS, NULL},
+    {"GET", "/ready", http_handle_ready, HTTP_ROUTE_PUBLIC | HTTP_ROUTE_OPS, NULL},
+    {"GET", "/internal/health/{component}", http_handle_component_health, HTTP_ROUTE_OPS, NULL},
+    {"GET", "/metrics", http_handle_metrics, HTTP_ROUTE_OPS, NULL},
     {"POST", "/v1/streams/{stream}", http_handle_stream_append, HTTP_ROUTE_JSON_BODY, NULL},
     {"GET", "/v1/streams/{stream}", http_handle_stream_read, 0, NULL},
     {"GET", "/v1/events", http_handle_events, 0, NULL},

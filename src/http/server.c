@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/projector.h"
 #include "http/async.h"
 #include "http/auth.h"
 #include "http/context.h"
@@ -140,6 +141,13 @@ static void begin(http_req_t *req, const char *method)
         http_problem(req, HTTP_P_UNAUTHORIZED, NULL,
                      "this route needs an Authorization: Bearer <secret> header with a valid "
                      "API secret");
+        return;
+    }
+    if (m->kind == HTTP_MATCH_OK && !config_serves_api(ctx->cfg) &&
+        !(m->route->flags & HTTP_ROUTE_OPS)) {
+        http_problem(req, HTTP_P_NOT_FOUND, NULL,
+                     "this instance runs --role worker: it serves /health, /ready, /metrics and "
+                     "/internal/health/* only");
         return;
     }
     switch (m->kind) {
@@ -491,6 +499,7 @@ int http_serve_main(const config_t *cfg)
     int exit_code = 1;
     struct MHD_Daemon *d = NULL;
     http_app_t *app = NULL;
+    store_t *reads = NULL; /* the read model's database (PROJECTION_DB_URL) */
     http_openapi_t *openapi = NULL; /* served by GET /openapi.json; outlives the daemon */
     if (metrics_init(HTTP_MAX_ROUTES) != 0) {
         chr_fail(&err, CHR_ENOMEM, "", "out of memory");
@@ -512,8 +521,18 @@ int http_serve_main(const config_t *cfg)
         fail_start("cannot open the store", &err);
         goto out;
     }
-    if (cfg->app_path[0] && http_app_open(cfg->app_path, ctx->store, ctx->router, &app, &err)) {
+    if (config_split_projections(cfg) &&
+        store_open(cfg->projection_db_url, &sopts, &reads, &err) != CHR_OK) {
+        fail_start("cannot open the projection database", &err);
+        goto out;
+    }
+    if (cfg->app_path[0] &&
+        http_app_open(cfg->app_path, ctx->store, reads, ctx->router, &app, &err)) {
         fail_start("cannot serve the app definition", &err);
+        goto out;
+    }
+    if (app && reads && projector_start(&app->eng, config_runs_worker(cfg), &err) != CHR_OK) {
+        fail_start("cannot start the projector", &err);
         goto out;
     }
     if (app) {
@@ -589,7 +608,9 @@ int http_serve_main(const config_t *cfg)
 out:
     if (d) MHD_stop_daemon(d);
     if (ctx->feed) http_feed_close(ctx->feed);
+    if (app) projector_stop(&app->eng); /* background roles end before the stores */
     store_close(ctx->store); /* drains queued writes */
+    store_close(reads);
     http_feed_free(ctx->feed);
     http_auth_free(ctx->auth);
     http_router_free(ctx->router);

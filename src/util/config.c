@@ -54,6 +54,9 @@ static const opt_t options[] = {
     {"role", "ROLE", OPT_CHOICE, F(role), 0, 0, "api|worker|all", false,
      "work this instance does: api (HTTP API), worker (background roles: projector, "
      "consumers, schedules; each on one instance at a time), all (default)"},
+    {"projection-db", "PROJECTION_DB_URL", OPT_STR, F(projection_db_url), 0, 0, NULL, false,
+     "PostgreSQL database for the read model (postgres://...): projections become "
+     "asynchronous, kept by the projector (docs/storage.md); unset = inline"},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -180,7 +183,27 @@ int config_validate(const config_t *cfg, chr_err_t *err)
         return chr_fail(err, CHR_EINVAL, "MAX_EVENT_BYTES",
                         "MAX_EVENT_BYTES (%zu) exceeds MAX_BODY_BYTES (%zu): such events could never arrive",
                         cfg->max_event_bytes, cfg->max_body_bytes);
+    if (cfg->projection_db_url[0]) {
+        if (!config_is_postgres_url(cfg->database_url))
+            return chr_fail(err, CHR_EINVAL, "PROJECTION_DB_URL",
+                            "PROJECTION_DB_URL needs a PostgreSQL DATABASE_URL: with SQLite, "
+                            "projections are kept inline in the events database only");
+        if (!config_is_postgres_url(cfg->projection_db_url))
+            return chr_fail(err, CHR_EINVAL, "PROJECTION_DB_URL",
+                            "PROJECTION_DB_URL must be a postgres:// URL, not \"%s\"",
+                            cfg->projection_db_url);
+    }
     return CHR_OK;
+}
+
+bool config_is_postgres_url(const char *url)
+{
+    return strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0;
+}
+
+bool config_split_projections(const config_t *cfg)
+{
+    return cfg->projection_db_url[0] && strcmp(cfg->projection_db_url, cfg->database_url) != 0;
 }
 
 static void mask_secrets(const char *v, char *out, size_t size)

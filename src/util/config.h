@@ -29,6 +29,8 @@ typedef struct config {
     int readers;            /* SQLITE_READERS / --readers: 0 = default */
     int shutdown_grace;     /* SHUTDOWN_GRACE / --shutdown-grace (seconds) */
     char role[16];          /* ROLE / --role: api|worker|all (default all) */
+    char projection_db_url[512]; /* PROJECTION_DB_URL / --projection-db: a second PostgreSQL
+                                    database for the read model (asynchronous projections) */
 } config_t;
 
 /* Fills cfg with defaults, then the environment. Returns CHR_OK or
@@ -48,7 +50,16 @@ bool config_runs_worker(const config_t *cfg);
  * flag (the caller then reports it as unknown). */
 int config_apply_flag(config_t *cfg, int argc, char **argv, int *i, chr_err_t *err);
 
-/* Checks cross-field consistency (e.g. the listen address). */
+/* Whether projections are asynchronous: PROJECTION_DB_URL is set and names
+ * another database than DATABASE_URL (config_validate checks both are
+ * PostgreSQL). */
+bool config_split_projections(const config_t *cfg);
+
+/* True for a postgres:// or postgresql:// URL. */
+bool config_is_postgres_url(const char *url);
+
+/* Checks cross-field consistency (e.g. the listen address, a
+ * PROJECTION_DB_URL only with PostgreSQL). */
 int config_validate(const config_t *cfg, chr_err_t *err);
 
 /* Writes every setting as "name = value  (source)" with secrets masked. */

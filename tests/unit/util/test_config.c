@@ -367,6 +367,37 @@ static void test_validate_cross_fields(void **state)
     assert_int_equal(config_validate(&cfg, &err), CHR_OK);
 }
 
+static void test_projection_db(void **state)
+{
+    (void)state;
+    setenv("PROJECTION_DB_URL", "postgres://h/reads", 1);
+    config_t cfg;
+    load(&cfg);
+    assert_string_equal(cfg.projection_db_url, "postgres://h/reads");
+    chr_err_t err;
+    chr_err_clear(&err);
+    /* With SQLite (the default DATABASE_URL): a configuration error. */
+    assert_int_equal(config_validate(&cfg, &err), CHR_EINVAL);
+    assert_string_equal(err.field, "PROJECTION_DB_URL");
+    assert_non_null(strstr(err.msg, "needs a PostgreSQL DATABASE_URL"));
+    snprintf(cfg.database_url, sizeof cfg.database_url, "postgresql://h/events");
+    assert_int_equal(config_validate(&cfg, &err), CHR_OK);
+    assert_true(config_split_projections(&cfg));
+    /* The same URL twice: inline projections. */
+    snprintf(cfg.projection_db_url, sizeof cfg.projection_db_url, "postgresql://h/events");
+    assert_int_equal(config_validate(&cfg, &err), CHR_OK);
+    assert_false(config_split_projections(&cfg));
+    /* Not PostgreSQL. */
+    char *argv[] = {"--projection-db=sqlite:x.db"};
+    int i = 0;
+    assert_int_equal(config_apply_flag(&cfg, 1, argv, &i, &err), CHR_OK);
+    assert_string_equal(cfg.projection_db_url, "sqlite:x.db");
+    assert_int_equal(config_validate(&cfg, &err), CHR_EINVAL);
+    assert_non_null(strstr(err.msg, "must be a postgres:// URL"));
+    cfg.projection_db_url[0] = '\0';
+    assert_false(config_split_projections(&cfg));
+}
+
 static void test_print_masks_secrets(void **state)
 {
     (void)state;
@@ -428,6 +459,7 @@ int main(void)
         T(test_flags_bad_values),
         T(test_unknown_flags),
         T(test_validate_cross_fields),
+        T(test_projection_db),
         T(test_print_masks_secrets),
         T(test_store_options),
     };
