@@ -186,7 +186,7 @@ static void test_invalid(void **state)
     BAD("0 0 30,31 2 *", "never fires: no listed month has any of the listed days of month");
     BAD("0 0 31 APR,JUN,SEP,NOV *",
         "never fires: no listed month has any of the listed days of month");
-    BAD("0 0 */31 2 *", "never fires: no listed month has any of the listed days of month");
+    BAD("0 0 30-31/2 2 *", "never fires: no listed month has any of the listed days of month");
     /* both restricted: the weekday alone fires it */
     P("0 0 31 4 MON");
     P("0 0 29 2 *"); /* leap years only */
