@@ -2,7 +2,8 @@
  * server.c - `chronicle serve`: the libmicrohttpd daemon and its lifecycle.
  *
  * Start: block SIGTERM/SIGINT in every thread, open the store, build the
- * router, auth and live feed, start MHD (epoll, a pool of worker threads),
+ * router, auth and live feed, start the scheduler (worker role), start MHD
+ * (epoll, a pool of worker threads),
  * log "listening" with the real port. Requests: MHD calls on_uri (creates
  * the request context), then on_access for the headers, each body chunk and
  * the end; on_completed logs the request, counts it and frees its arena.
@@ -29,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/schedule.h"
 #include "http/async.h"
 #include "http/auth.h"
 #include "http/context.h"
@@ -492,6 +494,7 @@ int http_serve_main(const config_t *cfg)
     struct MHD_Daemon *d = NULL;
     http_app_t *app = NULL;
     http_openapi_t *openapi = NULL; /* served by GET /openapi.json; outlives the daemon */
+    schedules_t *schedules = NULL;  /* the worker role's scheduler; freed after the store */
     if (metrics_init(HTTP_MAX_ROUTES) != 0) {
         chr_fail(&err, CHR_ENOMEM, "", "out of memory");
         fail_start("cannot start", &err);
@@ -528,6 +531,11 @@ int http_serve_main(const config_t *cfg)
     }
     if (http_feed_new(ctx->store, hb, &ctx->feed, &err) != CHR_OK) {
         fail_start("cannot start the live feed", &err);
+        goto out;
+    }
+    if (app && config_runs_worker(cfg) &&
+        schedules_start(app->def, ctx->store, &schedules, &err) != CHR_OK) {
+        fail_start("cannot start the scheduler", &err);
         goto out;
     }
 
@@ -589,7 +597,9 @@ int http_serve_main(const config_t *cfg)
 out:
     if (d) MHD_stop_daemon(d);
     if (ctx->feed) http_feed_close(ctx->feed);
+    schedules_stop(schedules);
     store_close(ctx->store); /* drains queued writes */
+    schedules_free(schedules);
     http_feed_free(ctx->feed);
     http_auth_free(ctx->auth);
     http_router_free(ctx->router);
