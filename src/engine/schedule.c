@@ -397,6 +397,7 @@ static void *run(void *arg)
 {
     schedules_t *sch = arg;
     bool fake = sch->clock_file[0] != '\0';
+    bool announce = false; /* log once the first pass under a new lease is done */
     while (!stopping(sch)) {
         if (!sch->lease) {
             chr_err_t err = {0};
@@ -411,8 +412,7 @@ static void *run(void *arg)
             strmap_clear(&sch->fired);
             for (size_t i = 0; i < sch->def->n_schedules; i++)
                 sch->first_seen[i] = -1;
-            log_at(LOG_INFO, "schedules: running on this instance",
-                   LOG_I("schedules", sch->def->n_schedules), LOG_B("test_clock", fake));
+            announce = true;
         } else if (!store_lease_check(sch->lease)) {
             log_at(LOG_WARN, "schedules: lease lost; another instance may run them now");
             store_lease_release(sch->lease);
@@ -424,6 +424,11 @@ static void *run(void *arg)
         for (size_t i = 0; i < sch->def->n_schedules; i++) {
             int rc = sch->row_sql[i] ? pass_rows(sch, i, now, &next) : pass_fixed(sch, i, now, &next);
             if (rc) failed = true;
+        }
+        if (announce) {
+            log_at(LOG_INFO, "schedules: running on this instance",
+                   LOG_I("schedules", sch->def->n_schedules), LOG_B("test_clock", fake));
+            announce = false;
         }
         int64_t last_pass = mono_ms(), deadline;
         if (fake)
