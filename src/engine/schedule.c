@@ -199,25 +199,112 @@ static json_t *render(const schedule_def_t *sd, const char *key, const json_t *d
     return out;
 }
 
-/* Fires the latest tick of c at or before now if it is after baseline, as
- * one event counting the ticks in (baseline, tick]. Returns CHR_OK (fired,
- * already fired, or nothing due) or a store error (try again later). */
-static int fire_due(schedules_t *sch, const schedule_def_t *sd, const char *key, const json_t *doc,
-                    const cron_t *c, const char *stream, int64_t baseline, int64_t now)
+/* One tick being appended: its own unit of work, committed asynchronously
+ * so the ticks of a pass share group commits instead of waiting one by one. */
+typedef struct job {
+    struct batch *batch;
+    const schedule_def_t *sd;
+    char key[EVENT_NAME_MAX + 1]; /* "" for a fixed schedule */
+    char stream[EVENT_NAME_MAX + 1];
+    char tick[TIMEFMT_LEN + 1];
+    int64_t due, missed;
+    event_t ev;
+    store_append_t ap;
+    store_uow_t uow;
+    chr_err_t err;
+    int rc;
+} job_t;
+
+/* The ticks of one pass in flight. */
+typedef struct batch {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    size_t pending; /* under lock */
+    job_t **jobs;
+    size_t n, cap;
+} batch_t;
+
+#define BATCH_MAX 512 /* ticks in flight at once */
+
+static void job_done(void *user, int rc)
+{
+    job_t *j = user;
+    j->rc = rc;
+    pthread_mutex_lock(&j->batch->lock);
+    j->batch->pending--;
+    pthread_cond_broadcast(&j->batch->cond);
+    pthread_mutex_unlock(&j->batch->lock);
+}
+
+/* Waits for every job of b, then records what fired and frees the jobs.
+ * Returns CHR_OK, or the last failure (those ticks are tried again). */
+static int batch_finish(schedules_t *sch, batch_t *b)
+{
+    pthread_mutex_lock(&b->lock);
+    while (b->pending > 0)
+        pthread_cond_wait(&b->cond, &b->lock);
+    pthread_mutex_unlock(&b->lock);
+    int worst = CHR_OK;
+    for (size_t i = 0; i < b->n; i++) {
+        job_t *j = b->jobs[i];
+        bool idem = j->ap.idempotent;
+        int rc = j->rc;
+        if (rc == CHR_ECONFLICT) { /* the id is stored with other data: fired already */
+            idem = true;
+            rc = CHR_OK;
+        }
+        if (rc) {
+            log_at(LOG_WARN, "schedules: cannot append a tick", LOG_S("schedule", j->sd->name),
+                   LOG_S("key", j->key), LOG_S("tick", j->tick), LOG_S("error", j->err.msg));
+            worst = rc;
+        } else {
+            log_at(idem ? LOG_DEBUG : LOG_INFO, idem ? "schedule tick already fired" : "schedule fired",
+                   LOG_S("schedule", j->sd->name), LOG_S("key", j->key), LOG_S("tick", j->tick),
+                   LOG_I("missed", j->missed), LOG_S("event_id", j->ev.id));
+            if (strmap_put(&sch->fired, j->stream, j->due) != 0) worst = CHR_ENOMEM;
+        }
+        event_free(&j->ev);
+        free(j);
+    }
+    b->n = 0;
+    return worst;
+}
+
+/* Queues the latest tick of c at or before now if it is after baseline, as
+ * one event counting the ticks in (baseline, tick]. Returns CHR_OK (queued
+ * or nothing due) or an error (try again later). */
+static int fire_due(schedules_t *sch, batch_t *b, const schedule_def_t *sd, const char *key,
+                    const json_t *doc, const cron_t *c, const char *stream, int64_t baseline,
+                    int64_t now)
 {
     int64_t due;
     if (cron_prev(c, now, sd->offset_s, &due) != CHR_OK || due <= baseline) return CHR_OK;
-    int64_t missed = 0;
-    for (int64_t t = baseline; missed < MISSED_COUNT_MAX; missed++)
+    int worst = CHR_OK;
+    if (b->n == BATCH_MAX) worst = batch_finish(sch, b);
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16;
+        job_t **jobs = realloc(b->jobs, cap * sizeof *jobs);
+        if (!jobs) return CHR_ENOMEM;
+        b->jobs = jobs;
+        b->cap = cap;
+    }
+    job_t *j = calloc(1, sizeof *j);
+    if (!j) return CHR_ENOMEM;
+    j->batch = b;
+    j->sd = sd;
+    j->due = due;
+    snprintf(j->key, sizeof j->key, "%s", key ? key : "");
+    snprintf(j->stream, sizeof j->stream, "%s", stream);
+    for (int64_t t = baseline; j->missed < MISSED_COUNT_MAX; j->missed++)
         if (cron_next(c, t, sd->offset_s, &t) != CHR_OK || t > due) break;
-    if (missed == 0) missed = 1;
+    if (j->missed == 0) j->missed = 1;
 
-    char tick[TIMEFMT_LEN + 1], id[UUID_STR_LEN + 1];
-    tick_text(due, tick);
+    char id[UUID_STR_LEN + 1];
+    tick_text(due, j->tick);
     tick_id(sch->def->app, sd, key, due, id);
-    json_t *data = render(sd, key, doc, tick, missed);
-    json_t *meta = json_pack("{s:s, s:s, s:I}", "schedule", sd->name, "tick", tick, "missed",
-                             (json_int_t)missed);
+    json_t *data = render(sd, key, doc, j->tick, j->missed);
+    json_t *meta = json_pack("{s:s, s:s, s:I}", "schedule", sd->name, "tick", j->tick, "missed",
+                             (json_int_t)j->missed);
     if (meta && key && json_object_set_new(meta, "key", json_string(key)) != 0) {
         json_decref(meta);
         meta = NULL;
@@ -226,28 +313,26 @@ static int fire_due(schedules_t *sch, const schedule_def_t *sd, const char *key,
     char *meta_s = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
     json_decref(data);
     json_decref(meta);
-    event_t ev = {0};
     int rc = (!data_s || !meta_s) ? CHR_ENOMEM
-                                  : event_init(&ev, id, stream, sd->event, data_s, meta_s);
+                                  : event_init(&j->ev, id, stream, sd->event, data_s, meta_s);
     free(data_s);
     free(meta_s);
-    chr_err_t err = {0};
-    bool idem = false;
-    if (!rc) rc = store_append(sch->store, stream, STORE_ANY, &ev, 1, NULL, &idem, &err);
-    event_free(&ev);
-    if (rc == CHR_ECONFLICT) { /* the id is stored with other data: fired already */
-        idem = true;
-        rc = CHR_OK;
-    }
     if (rc) {
-        log_at(LOG_WARN, "schedules: cannot append a tick", LOG_S("schedule", sd->name),
-               LOG_S("key", key ? key : ""), LOG_S("tick", tick), LOG_S("error", err.msg));
+        event_free(&j->ev);
+        free(j);
         return rc;
     }
-    log_at(idem ? LOG_DEBUG : LOG_INFO, idem ? "schedule tick already fired" : "schedule fired",
-           LOG_S("schedule", sd->name), LOG_S("key", key ? key : ""), LOG_S("tick", tick),
-           LOG_I("missed", missed), LOG_S("event_id", id));
-    return strmap_put(&sch->fired, stream, due) == 0 ? CHR_OK : CHR_ENOMEM;
+    j->ap = (store_append_t){.stream = j->stream, .expected_version = STORE_ANY, .events = &j->ev,
+                             .n_events = 1};
+    j->uow = (store_uow_t){.appends = &j->ap, .n_appends = 1};
+    pthread_mutex_lock(&b->lock);
+    b->pending++;
+    pthread_mutex_unlock(&b->lock);
+    b->jobs[b->n++] = j;
+    rc = store_commit_async(sch->store, &j->uow, &j->err, job_done, j);
+    if (rc) /* refused before queueing: done will not be called */
+        job_done(j, rc);
+    return worst;
 }
 
 typedef struct row {
@@ -308,7 +393,7 @@ static void earliest(const cron_t *c, int32_t off, int64_t now, int64_t *next)
 }
 
 /* One for_each schedule: every live row with a cron value. */
-static int pass_rows(schedules_t *sch, size_t i, int64_t now, int64_t *next)
+static int pass_rows(schedules_t *sch, batch_t *b, size_t i, int64_t now, int64_t *next)
 {
     const schedule_def_t *sd = &sch->def->schedules[i];
     rows_t rows = {0};
@@ -335,7 +420,7 @@ static int pass_rows(schedules_t *sch, size_t i, int64_t now, int64_t *next)
             int64_t baseline = floor_s(row->updated_us);
             if (last > baseline) baseline = last;
             json_t *doc = row->doc ? json_loads(row->doc, 0, NULL) : NULL;
-            rc = fire_due(sch, sd, row->key, doc, &c, stream, baseline, now);
+            rc = fire_due(sch, b, sd, row->key, doc, &c, stream, baseline, now);
             json_decref(doc);
         }
         if (rc) worst = rc;
@@ -346,7 +431,7 @@ static int pass_rows(schedules_t *sch, size_t i, int64_t now, int64_t *next)
 }
 
 /* One fixed schedule. */
-static int pass_fixed(schedules_t *sch, size_t i, int64_t now, int64_t *next)
+static int pass_fixed(schedules_t *sch, batch_t *b, size_t i, int64_t now, int64_t *next)
 {
     const schedule_def_t *sd = &sch->def->schedules[i];
     cron_t c;
@@ -358,7 +443,8 @@ static int pass_fixed(schedules_t *sch, size_t i, int64_t now, int64_t *next)
     if (!rc) {
         /* Never fired: count from when this holder first saw it. */
         if (sch->first_seen[i] < 0) sch->first_seen[i] = now;
-        rc = fire_due(sch, sd, NULL, NULL, &c, stream, last >= 0 ? last : sch->first_seen[i], now);
+        rc = fire_due(sch, b, sd, NULL, NULL, &c, stream,
+                      last >= 0 ? last : sch->first_seen[i], now);
     }
     earliest(&c, sd->offset_s, now, next);
     return rc;
@@ -398,6 +484,9 @@ static void *run(void *arg)
     schedules_t *sch = arg;
     bool fake = sch->clock_file[0] != '\0';
     bool announce = false; /* log once the first pass under a new lease is done */
+    batch_t batch = {0};
+    pthread_mutex_init(&batch.lock, NULL);
+    pthread_cond_init(&batch.cond, NULL);
     while (!stopping(sch)) {
         if (!sch->lease) {
             chr_err_t err = {0};
@@ -422,9 +511,11 @@ static void *run(void *arg)
         int64_t now = now_s(sch), next = INT64_MAX;
         bool failed = false;
         for (size_t i = 0; i < sch->def->n_schedules; i++) {
-            int rc = sch->row_sql[i] ? pass_rows(sch, i, now, &next) : pass_fixed(sch, i, now, &next);
+            int rc = sch->row_sql[i] ? pass_rows(sch, &batch, i, now, &next)
+                                     : pass_fixed(sch, &batch, i, now, &next);
             if (rc) failed = true;
         }
+        if (batch_finish(sch, &batch)) failed = true;
         if (announce) {
             log_at(LOG_INFO, "schedules: running on this instance",
                    LOG_I("schedules", sch->def->n_schedules), LOG_B("test_clock", fake));
@@ -447,6 +538,9 @@ static void *run(void *arg)
     }
     store_lease_release(sch->lease);
     sch->lease = NULL;
+    free(batch.jobs);
+    pthread_mutex_destroy(&batch.lock);
+    pthread_cond_destroy(&batch.cond);
     return NULL;
 }
 
