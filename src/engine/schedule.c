@@ -271,10 +271,11 @@ static int batch_finish(schedules_t *sch, batch_t *b)
 }
 
 /* Queues the latest tick of c at or before now if it is after baseline, as
- * one event counting the ticks in (baseline, tick]. Returns CHR_OK (queued
- * or nothing due) or an error (try again later). */
+ * one event counting the ticks in (baseline, tick]; doc_text is the row's
+ * state (JSON) for "$row.FIELD", NULL for a fixed schedule. Returns CHR_OK
+ * (queued or nothing due) or an error (try again later). */
 static int fire_due(schedules_t *sch, batch_t *b, const schedule_def_t *sd, const char *key,
-                    const json_t *doc, const cron_t *c, const char *stream, int64_t baseline,
+                    const char *doc_text, const cron_t *c, const char *stream, int64_t baseline,
                     int64_t now)
 {
     int64_t due;
@@ -302,7 +303,9 @@ static int fire_due(schedules_t *sch, batch_t *b, const schedule_def_t *sd, cons
     char id[UUID_STR_LEN + 1];
     tick_text(due, j->tick);
     tick_id(sch->def->app, sd, key, due, id);
+    json_t *doc = doc_text ? json_loads(doc_text, 0, NULL) : NULL;
     json_t *data = render(sd, key, doc, j->tick, j->missed);
+    json_decref(doc);
     json_t *meta = json_pack("{s:s, s:s, s:I}", "schedule", sd->name, "tick", j->tick, "missed",
                              (json_int_t)j->missed);
     if (meta && key && json_object_set_new(meta, "key", json_string(key)) != 0) {
@@ -419,9 +422,7 @@ static int pass_rows(schedules_t *sch, batch_t *b, size_t i, int64_t now, int64_
             /* Ticks before the row last changed belong to its old schedule. */
             int64_t baseline = floor_s(row->updated_us);
             if (last > baseline) baseline = last;
-            json_t *doc = row->doc ? json_loads(row->doc, 0, NULL) : NULL;
-            rc = fire_due(sch, b, sd, row->key, doc, &c, stream, baseline, now);
-            json_decref(doc);
+            rc = fire_due(sch, b, sd, row->key, row->doc, &c, stream, baseline, now);
         }
         if (rc) worst = rc;
         earliest(&c, sd->offset_s, now, next);
