@@ -138,24 +138,32 @@ static void tick_id(const char *app, const schedule_def_t *sd, const char *key, 
 }
 
 /* The last tick fired on stream (-1: never), from the cache or the
- * stream's last event. */
-static int last_fired(schedules_t *sch, const char *stream, int64_t *tick)
+ * stream's latest events: the newest of the last LOOKBACK whose metadata
+ * names the schedule and a tick (others may have appended to the stream
+ * through /v1/streams; a tick recorded further back is treated as never,
+ * and re-firing it is an idempotent replay). */
+#define LOOKBACK 16
+static int last_fired(schedules_t *sch, const schedule_def_t *sd, const char *stream,
+                      int64_t *tick)
 {
     if (strmap_get(&sch->fired, stream, tick)) return CHR_OK;
     event_list_t l = {0};
     chr_err_t err = {0};
-    int rc = store_read_stream(sch->store, stream, 0, 1, true, &l, &err);
+    int rc = store_read_stream(sch->store, stream, 0, LOOKBACK, true, &l, &err);
     if (rc) {
         log_at(LOG_WARN, "schedules: cannot read a schedule stream", LOG_S("stream", stream),
                LOG_S("error", err.msg));
+        event_list_free(&l);
         return rc;
     }
     *tick = -1;
-    if (l.len && l.items[0].metadata) {
-        json_t *m = json_loads(l.items[0].metadata, 0, NULL);
-        int64_t us;
+    for (size_t i = 0; i < l.len && *tick < 0; i++) {
+        json_t *m = l.items[i].metadata ? json_loads(l.items[i].metadata, 0, NULL) : NULL;
+        const char *name = json_string_value(json_object_get(m, "schedule"));
         const char *t = json_string_value(json_object_get(m, "tick"));
-        if (t && time_parse_rfc3339(t, &us) == 0) *tick = floor_s(us);
+        int64_t us;
+        if (name && t && strcmp(name, sd->name) == 0 && time_parse_rfc3339(t, &us) == 0)
+            *tick = floor_s(us);
         json_decref(m);
     }
     event_list_free(&l);
@@ -417,7 +425,7 @@ static int pass_rows(schedules_t *sch, batch_t *b, size_t i, int64_t now, int64_
         char stream[EVENT_NAME_MAX + 1];
         stream_name(sd, row->key, stream);
         int64_t last;
-        rc = last_fired(sch, stream, &last);
+        rc = last_fired(sch, sd, stream, &last);
         if (!rc) {
             /* Ticks before the row last changed belong to its old schedule. */
             int64_t baseline = floor_s(row->updated_us);
@@ -440,7 +448,7 @@ static int pass_fixed(schedules_t *sch, batch_t *b, size_t i, int64_t now, int64
     char stream[EVENT_NAME_MAX + 1];
     stream_name(sd, NULL, stream);
     int64_t last;
-    int rc = last_fired(sch, stream, &last);
+    int rc = last_fired(sch, sd, stream, &last);
     if (!rc) {
         /* Never fired: count from when this holder first saw it. */
         if (sch->first_seen[i] < 0) sch->first_seen[i] = now;

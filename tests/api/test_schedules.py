@@ -100,8 +100,9 @@ def servers(tmp_path):
     clock.set(int(time.time()))
     made = []
 
-    def make(name="sched", args=(), like=None, start=True):
-        srv = Server(args=["--app", APP, *args], env={"CHRONICLE_TEST_CLOCK_FILE": clock.path}, name=name)
+    def make(name="sched", args=(), like=None, start=True, env=None):
+        srv = Server(args=["--app", APP, *args], env={"CHRONICLE_TEST_CLOCK_FILE": clock.path, **(env or {})},
+                     name=name)
         if like is not None:  # the same database as `like`
             if srv.pg_database:
                 drop_pg_database(srv.pg_database)
@@ -303,6 +304,36 @@ def test_restart_fires_missed_ticks_once(servers):
     wait_polls(srv, want.events)
     ids = [e["id"] for e in events(srv, "StatusPollRequested")]
     assert len(set(ids)) == len(ids)
+
+
+def test_foreign_events_in_a_schedule_stream_fire_nothing_twice(servers):
+    """Others may append to a schedule's stream (it is an ordinary stream).
+    When they bury the last tick deeper than the scheduler looks, it fires
+    the current tick again after a restart: the same event id, so the store
+    keeps the first one (an idempotent replay, or a conflict on the id when
+    the data differs, taken as "fired")."""
+    clock = servers.clock
+    srv = servers(env={"LOG_LEVEL": "debug"})
+    wait_running(srv)
+    a = team(srv, "a", "* * * * *")
+    want = Expect()
+    want.start("a", seconds(a["updated_at"]), 60)
+    t0 = (want.last["a"][0] // 60 + 1) * 60
+    for i in range(2):
+        clock.set(t0 + 60 * i + 1)
+        want.advance(clock.now)
+        wait_polls(srv, want.events)
+    r = srv.append("schedule:poll:a", [{"type": "Note", "data": {"n": i}} for i in range(20)])
+    assert r.status_code == 201, r.text
+    srv.restart()
+    wait_running(srv, 2)
+    assert log_count(srv, "schedule tick already fired") == 1
+    clock.set(clock.now + 60)  # barrier
+    want.advance(clock.now)
+    wait_polls(srv, want.events)
+    assert want.events[-1] == ("a", t0 + 120, 1)
+    types = [e["type"] for e in expect_json(srv.get("/v1/streams/schedule%3Apoll%3Aa?limit=100"), 200)["events"]]
+    assert types == ["StatusPollRequested"] * 2 + ["Note"] * 20 + ["StatusPollRequested"]
 
 
 def test_two_instances_fire_once(servers):
