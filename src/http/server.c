@@ -2,15 +2,13 @@
  * server.c - `chronicle serve`: the libmicrohttpd daemon and its lifecycle.
  *
  * Start: block SIGTERM/SIGINT in every thread, open the store, build the
- * router, auth and live feed, start the scheduler (worker role), start MHD
- * (epoll, a pool of worker threads), log "listening" with the real port.
- * Requests: MHD calls on_uri (creates the request context), then on_access
- * for the headers, each body chunk and the end; on_completed logs the
- * request, counts it and frees its arena.
+ * router, auth and live feed, start MHD (epoll, a pool of worker threads),
+ * log "listening" with the real port. Requests: MHD calls on_uri (creates
+ * the request context), then on_access for the headers, each body chunk and
+ * the end; on_completed logs the request, counts it and frees its arena.
  * Stop: the main thread sigwait()s, then quiesces (no new connections),
  * ends live-feed streams, waits up to shutdown_grace for in-flight requests,
- * stops MHD and the scheduler and closes the store (which drains queued
- * writes).
+ * stops MHD and closes the store (which drains queued writes).
  * Not here: what any route does (handlers_*.c), routing (router.c).
  */
 #include "http/server.h"
