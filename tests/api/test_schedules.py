@@ -77,18 +77,20 @@ class Expect:
         self.last = {}
         self.events = []  # (key, tick, missed)
 
-    def start(self, key, baseline, period):
-        self.last[key] = (baseline, period)
+    def start(self, key, baseline, period, phase=0):
+        """phase: where ticks sit within the period (07:00 UTC daily is
+        period 86400, phase 25200)."""
+        self.last[key] = (baseline, period, phase)
 
     def stop(self, key):
         self.last.pop(key, None)
 
     def advance(self, x):
-        for key, (base, p) in sorted(self.last.items()):
-            due = x // p * p
+        for key, (base, p, ph) in sorted(self.last.items()):
+            due = (x - ph) // p * p + ph
             if due > base:
-                self.events.append((key, due, due // p - base // p))
-                self.last[key] = (due, p)
+                self.events.append((key, due, (due - ph) // p - (base - ph) // p))
+                self.last[key] = (due, p, ph)
 
 
 @pytest.fixture
@@ -193,12 +195,18 @@ def test_per_team_ticks_fire_once_each(servers):
     want = Expect()
     want.start("a", seconds(a["updated_at"]), 60)
     want.start("b", seconds(b["updated_at"]), 300)
+    hourly = Expect()  # a fixed schedule counts from when it was first seen
+    hourly.start("hourly", first_seen, 3600)
+    morning = Expect()  # 09:00 at +02:00 is 07:00 UTC
+    morning.start("morning", first_seen, 86400, 7 * 3600)
 
     # Minute by minute, a few seconds into each minute, over eleven minutes.
     t0 = (max(want.last["a"][0], want.last["b"][0]) // 60 + 1) * 60
     for i in range(11):
         clock.set(t0 + 60 * i + 7)
         want.advance(clock.now)
+        hourly.advance(clock.now)
+        morning.advance(clock.now)
         wait_polls(srv, want.events)
     assert sum(1 for e in want.events if e[0] == "b") >= 2
 
@@ -225,23 +233,26 @@ def test_per_team_ticks_fire_once_each(servers):
         seven += 86400
     clock.set(seven + 90)
     want.advance(clock.now)
+    hourly.advance(clock.now)
+    morning.advance(clock.now)
     wait_polls(srv, want.events)
     assert want.events[-1][2] > 1
-    morning = wait_until(lambda: events(srv, "MorningTick"), WAIT, msg="MorningTick")
-    assert [e["data"] for e in morning] == [{"at": iso(seven), "missed": 1}]
-    hourly = wait_until(lambda: events(srv, "HourlyTick"), WAIT, msg="HourlyTick")
-    due = clock.now // 3600 * 3600
-    assert [e["data"] for e in hourly] == [{"tick": iso(due)}]  # the default template
-    assert hourly[0]["metadata"] == {"schedule": "hourly", "tick": iso(due), "missed": due // 3600 - first_seen // 3600}
-    assert hourly[0]["stream"] == "schedule:hourly"
+    assert hourly.events[-1][1] == clock.now // 3600 * 3600
 
     # Barrier: one more minute fires exactly the next tick of a, and nothing
     # of the earlier clock came twice.
     clock.set(clock.now + 60)
     want.advance(clock.now)
+    hourly.advance(clock.now)
     wait_polls(srv, want.events)
-    assert len(events(srv, "MorningTick")) == 1
-    assert len(events(srv, "HourlyTick")) == 1
+    assert morning.events[-1] == ("morning", seven, 1)
+    assert [e["data"] for e in events(srv, "MorningTick")] == [{"at": iso(t), "missed": n}
+                                                               for _, t, n in morning.events]
+    got = events(srv, "HourlyTick")
+    assert [e["data"] for e in got] == [{"tick": iso(t)} for _, t, _ in hourly.events]  # the default template
+    assert [e["metadata"] for e in got] == [{"schedule": "hourly", "tick": iso(t), "missed": n}
+                                            for _, t, n in hourly.events]
+    assert {e["stream"] for e in got} == {"schedule:hourly"}
     ids = [e["id"] for e in events(srv, "StatusPollRequested")]
     assert len(set(ids)) == len(ids)
 
@@ -380,7 +391,7 @@ def test_changed_and_removed_schedules(servers):
     wait_polls(srv, want.events)
 
     patch(srv, "a", {"poll_schedule": "*/10 * * * *"})  # every ten minutes from now on
-    want.last["a"] = (t0, 600)
+    want.last["a"] = (t0, 600, 0)
     patch(srv, "b", {"poll_schedule": None})  # no longer polled
     want.stop("b")
     r = srv.request("DELETE", "/v1/teams/c")
