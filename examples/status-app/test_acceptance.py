@@ -12,14 +12,17 @@ time travel queries between the timestamps the server answered with.
 """
 
 import json
+import os
 import threading
+from datetime import datetime, timedelta, timezone
 import uuid
 
 import pytest
 import requests
 
 from conftest import (UUIDV7_RE, app_server, copy_app_with, example_path, expect_json, expect_problem,
-                      log_messages, problem_fields, raw_request, build_request, check_readme, set_app, ts_shift)
+                      log_messages, problem_fields, raw_request, build_request, check_readme, set_app, ts_shift,
+                      wait_until)
 
 APP = example_path("status-app", "app.json")
 README = example_path("status-app", "README.md")
@@ -28,9 +31,31 @@ TEAM_KEYS = ["team_id", "name", "slack_channel", "poll_schedule", "version", "cr
 UPDATE_KEYS = ["update_id", "team_id", "content", "author", "slack_user", "version", "created_at", "updated_at"]
 
 
+# The scheduler's clock in these servers: a fixed moment before any team
+# exists, so no poll fires while a test counts events. The poll schedule
+# itself is tested with a clock the test moves (test_poll_schedule_...).
+FROZEN = "2020-01-01T00:00:00Z"
+
+
+def with_clock(srv, when=FROZEN):
+    """Gives srv (not started) a test clock file of its own set to `when`;
+    returns the file's path."""
+    path = os.path.join(srv.dir, "clock")
+    set_clock(path, when)
+    srv.env["CHRONICLE_TEST_CLOCK_FILE"] = path
+    return path
+
+
+def set_clock(path, when):
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(when + "\n")
+    os.replace(path + ".tmp", path)
+
+
 @pytest.fixture(scope="module")
 def app():
     srv = app_server(APP, "status-app")
+    with_clock(srv)
     srv.start()
     yield srv
     srv.close()
@@ -43,6 +68,7 @@ def fresh(request):
 
     def make(env=None, app_json=APP):
         srv = app_server(app_json, "status-app-" + request.node.name[:30], env=env)
+        with_clock(srv)
         servers.append(srv)
         return srv.start()
 
@@ -598,6 +624,47 @@ def test_concurrent_submissions_all_land(app):
 
 # --------------------------------------------------------------------------
 # the README
+
+
+def test_poll_schedule_emits_status_poll_requested_per_team(fresh):
+    """Each team's poll_schedule emits StatusPollRequested for that team on
+    each tick, once (the scheduler's clock is a test clock file here)."""
+    srv = fresh()
+    clock = srv.env["CHRONICLE_TEST_CLOCK_FILE"]
+    register(srv, "platform", poll_schedule="0 9 * * MON-FRI", slack_channel="#platform")
+    register(srv, "mobile")  # no poll_schedule: never polled
+    register(srv, "web", poll_schedule="30 9 * * MON-FRI", slack_channel="#web")
+
+    # The next weekday's 09:00 UTC after now, then 09:30 the same day.
+    day = datetime.now(timezone.utc).replace(hour=9, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    fmt = "%Y-%m-%dT%H:%M:%S.000000Z"
+
+    def polls():
+        return [(e["data"]["team_id"], e["data"]["tick"]) for e in srv.read_feed(types=["StatusPollRequested"])]
+
+    set_clock(clock, (day + timedelta(seconds=5)).strftime(fmt))
+    nine = day.strftime(fmt)
+    assert wait_until(polls, 15, msg="the 09:00 poll") == [("platform", nine)]
+    set_clock(clock, (day + timedelta(minutes=30, seconds=5)).strftime(fmt))
+    half = (day + timedelta(minutes=30)).strftime(fmt)
+    wait_until(lambda: len(polls()) == 2, 15, msg="the 09:30 poll")
+    assert polls() == [("platform", nine), ("web", half)]
+    ev = srv.read_feed(types=["StatusPollRequested"])[1]
+    assert ev["stream"] == "schedule:poll_teams:web"
+    assert ev["data"] == {"team_id": "web", "slack_channel": "#web", "tick": half, "missed": 1}
+
+    # A restart fires nothing again; the next weekday's ticks come once.
+    srv.restart()
+    nxt = day + timedelta(days=1)
+    while nxt.weekday() >= 5:
+        nxt += timedelta(days=1)
+    set_clock(clock, (nxt + timedelta(minutes=30, seconds=5)).strftime(fmt))
+    want = [("platform", nine), ("web", half), ("platform", nxt.strftime(fmt)),
+            ("web", (nxt + timedelta(minutes=30)).strftime(fmt))]
+    wait_until(lambda: len(polls()) >= 4, 15, msg="the next weekday's polls")
+    assert sorted(polls()) == sorted(want)
 
 
 def test_readme_commands_work_as_written(fresh):

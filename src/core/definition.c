@@ -5,7 +5,7 @@
  *
  * Validation order is deterministic: at each object level unknown keys are
  * reported first (in document order), then known keys are checked in a fixed
- * order (app, entities, routes; per entity key, fields, operations, events,
+ * order (app, entities, routes, schedules; per entity key, fields, operations, events,
  * commands, recreate_after_delete), and collections in document order
  * (jansson keeps the insertion order of object members).
  *
@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cron.h"
 #include "core/event.h"
 #include "core/field.h"
 
@@ -33,7 +34,9 @@
 #define ROUTE_MAX_LIMIT 1000
 #define ROUTE_DEFAULT_LIMIT 50
 
-static const char *const top_keys[] = {"app", "entities", "routes", NULL};
+static const char *const top_keys[] = {"app", "entities", "routes", "schedules", NULL};
+static const char *const schedule_keys[] = {"cron",  "for_each", "cron_field", "timezone",
+                                             "event", "data",     NULL};
 static const char *const entity_keys[] = {
     "key", "fields", "operations", "events", "commands", "recreate_after_delete", NULL};
 static const char *const field_options[] = {"type",       "required", "default", "unique",
@@ -248,6 +251,16 @@ static void route_free(route_def_t *r)
     memset(r, 0, sizeof *r);
 }
 
+static void schedule_free(schedule_def_t *s)
+{
+    free(s->name);
+    free(s->cron);
+    free(s->zone);
+    free(s->event);
+    json_decref(s->data);
+    memset(s, 0, sizeof *s);
+}
+
 void definition_free(definition_t *def)
 {
     if (!def) return;
@@ -258,6 +271,9 @@ void definition_free(definition_t *def)
     for (size_t i = 0; i < def->n_routes; i++)
         route_free(&def->routes[i]);
     free(def->routes);
+    for (size_t i = 0; i < def->n_schedules; i++)
+        schedule_free(&def->schedules[i]);
+    free(def->schedules);
     free(def);
 }
 
@@ -1278,6 +1294,139 @@ static int parse_routes(const json_t *v, definition_t *def, chr_err_t *err)
     return CHR_OK;
 }
 
+/* ---- schedules --------------------------------------------------------------- */
+
+/* Checks a schedule's data template: an object whose string members may be
+ * "$tick", "$missed", "$schedule", and with for_each "$key" and
+ * "$row.FIELD" (a field of e that is not private). */
+static int check_schedule_data(const json_t *v, const char *path, const entity_def_t *e,
+                               chr_err_t *err)
+{
+    if (!json_is_object(v))
+        return bad(err, path,
+                   "must be an object of name -> constant, \"$tick\", \"$missed\", "
+                   "\"$schedule\", \"$key\" or \"$row.FIELD\"");
+    const char *k;
+    const json_t *val;
+    json_object_foreach((json_t *)v, k, val) {
+        const char *s = json_string_value(val);
+        if (!s || s[0] != '$') continue;
+        char p[PATH_MAX_LEN];
+        child(p, path, k);
+        if (strcmp(s, "$tick") == 0 || strcmp(s, "$missed") == 0 || strcmp(s, "$schedule") == 0)
+            continue;
+        if (!e && (strcmp(s, "$key") == 0 || strncmp(s, "$row.", 5) == 0))
+            return bad(err, p, "\"%s\" needs for_each (a fixed schedule has no row)", s);
+        if (e && strcmp(s, "$key") == 0) continue;
+        if (e && strncmp(s, "$row.", 5) == 0) {
+            const field_def_t *f = entity_field(e, s + 5);
+            if (!f) return bad(err, p, "\"%s\": %s has no field \"%s\"", s, e->name, s + 5);
+            if (f->is_private)
+                return bad(err, p, "\"%s\": field \"%s\" is private and cannot go into events", s,
+                           s + 5);
+            continue;
+        }
+        return bad(err, p,
+                   "unknown reference \"%s\"; expected \"$tick\", \"$missed\", \"$schedule\", "
+                   "\"$key\" or \"$row.FIELD\" (constant strings cannot start with \"$\")",
+                   s);
+    }
+    return CHR_OK;
+}
+
+static int parse_schedule(const definition_t *def, const char *name, const json_t *spec,
+                          const char *path, schedule_def_t *s, chr_err_t *err)
+{
+    char p[PATH_MAX_LEN];
+    s->entity = -1;
+    s->cron_field = -1;
+    int rc = check_name(name, path, "schedule", NULL, err);
+    if (!rc) rc = dup_str(name, &s->name, err);
+    if (rc) return rc;
+    if (!json_is_object(spec)) return bad(err, path, "must be an object");
+    if ((rc = check_keys(spec, path, schedule_keys, "key", "", err))) return rc;
+    const json_t *cron = json_object_get(spec, "cron");
+    const json_t *each = json_object_get(spec, "for_each");
+    const json_t *cfield = json_object_get(spec, "cron_field");
+    if (!cron == !each)
+        return bad(err, path,
+                   "needs exactly one of \"cron\" (a fixed expression) and \"for_each\" (an "
+                   "entity with a cron field)");
+    const entity_def_t *e = NULL;
+    if (cron) {
+        child(p, path, "cron");
+        cron_t c;
+        chr_err_t cerr = {0};
+        if (!json_is_string(cron)) return bad(err, p, "must be a cron expression (a string)");
+        if (cron_parse(json_string_value(cron), &c, &cerr))
+            return bad(err, p, "invalid cron expression: %s", cerr.msg);
+        if (cfield) {
+            child(p, path, "cron_field");
+            return bad(err, p, "only allowed with \"for_each\"");
+        }
+        if ((rc = dup_str(json_string_value(cron), &s->cron, err))) return rc;
+    } else {
+        child(p, path, "for_each");
+        if (!json_is_string(each)) return bad(err, p, "must be the name of an entity");
+        s->entity = definition_entity_index(def, json_string_value(each));
+        if (s->entity < 0)
+            return bad(err, p, "unknown entity \"%s\"", json_string_value(each));
+        e = &def->entities[s->entity];
+        child(p, path, "cron_field");
+        if (!cfield)
+            return bad(err, path, "\"for_each\" needs \"cron_field\": the field of %s holding "
+                                  "each row's cron expression", e->name);
+        if (!json_is_string(cfield)) return bad(err, p, "must be the name of a field");
+        const char *fname = json_string_value(cfield);
+        const field_def_t *f = entity_field(e, fname);
+        if (!f) return bad(err, p, "unknown field \"%s\" of %s", fname, e->name);
+        if (f->type != FT_CRON)
+            return bad(err, p, "field \"%s\" is %s %s field, not a cron field", fname,
+                       article(f->type), field_type_name(f->type));
+        s->cron_field = (int)(f - e->fields);
+    }
+    const json_t *zone = json_object_get(spec, "timezone");
+    child(p, path, "timezone");
+    if (zone && !json_is_string(zone)) return bad(err, p, "must be a string");
+    const char *ztext = zone ? json_string_value(zone) : "UTC";
+    chr_err_t zerr = {0};
+    if (cron_parse_zone(ztext, &s->offset_s, &zerr)) return bad(err, p, "%s", zerr.msg);
+    if ((rc = dup_str(ztext, &s->zone, err))) return rc;
+    child(p, path, "event");
+    const json_t *ev = json_object_get(spec, "event");
+    if (!ev) return bad(err, path, "needs \"event\": the type of the event emitted on each tick");
+    if ((rc = parse_event_name(ev, p, &s->event, err))) return rc;
+    const json_t *data = json_object_get(spec, "data");
+    child(p, path, "data");
+    if (data) {
+        if ((rc = check_schedule_data(data, p, e, err))) return rc;
+        s->data = json_deep_copy(data);
+    } else {
+        s->data = e ? json_pack("{s:s, s:s}", e->key, "$key", "tick", "$tick")
+                    : json_pack("{s:s}", "tick", "$tick");
+    }
+    return s->data ? CHR_OK : oom(err);
+}
+
+static int parse_schedules(const json_t *v, definition_t *def, chr_err_t *err)
+{
+    if (!v) return CHR_OK;
+    if (!json_is_object(v)) return bad(err, "schedules", "must be an object of name -> schedule");
+    size_t n = json_object_size(v);
+    if (n == 0) return CHR_OK;
+    def->schedules = calloc(n, sizeof *def->schedules);
+    if (!def->schedules) return oom(err);
+    const char *key;
+    const json_t *val;
+    json_object_foreach((json_t *)v, key, val) {
+        char where[PATH_MAX_LEN];
+        child(where, "schedules", key);
+        int rc = parse_schedule(def, key, val, where, &def->schedules[def->n_schedules++], err);
+        if (rc) return rc;
+    }
+    return CHR_OK;
+}
+
 /* ---- loading --------------------------------------------------------------- */
 
 static int parse_app(const json_t *v, definition_t *def, chr_err_t *err)
@@ -1316,6 +1465,7 @@ int definition_load(const char *json_text, size_t len, definition_t **out, chr_e
     if ((rc = parse_app(json_object_get(root, "app"), def, err))) goto done;
     if ((rc = parse_entities(json_object_get(root, "entities"), def, err))) goto done;
     if ((rc = parse_routes(json_object_get(root, "routes"), def, err))) goto done;
+    if ((rc = parse_schedules(json_object_get(root, "schedules"), def, err))) goto done;
 done:
     json_decref(root);
     if (rc) {

@@ -104,12 +104,29 @@ typedef struct route_def {
     size_t n_fields;
 } route_def_t;
 
+/* A schedule (docs/schedules.md): on each tick of a cron expression, emit an
+ * event; either one fixed expression, or for_each row of an entity, that
+ * row's cron field. */
+typedef struct schedule_def {
+    char *name;      /* ^[a-z][a-z0-9_]{0,62}$ */
+    char *cron;      /* the fixed expression; NULL with for_each */
+    int entity;      /* for_each: index into definition_t.entities; else -1 */
+    int cron_field;  /* for_each: index into that entity's fields (a cron field) */
+    char *zone;      /* "UTC" or a fixed offset "+HH:MM" as written */
+    int32_t offset_s; /* the zone's offset from UTC, seconds east */
+    char *event;     /* the event type emitted */
+    json_t *data;    /* owned object: the data template (constants, "$tick",
+                        "$missed", "$schedule", "$key", "$row.FIELD") */
+} schedule_def_t;
+
 typedef struct definition {
     char *app;
     entity_def_t *entities;
     size_t n_entities;
     route_def_t *routes;
     size_t n_routes;
+    schedule_def_t *schedules;
+    size_t n_schedules;
 } definition_t;
 
 /* Parses and validates a definition from JSON text. On success *out is a

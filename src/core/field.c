@@ -14,8 +14,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/cron.h"
 #include "core/event.h"
 #include "core/timefmt.h"
+
+#define CRON_EXPECTED "must be a cron expression of 5 fields (minute hour day month weekday)"
 
 static const char *const type_names[] = {
     [FT_STRING] = "string", [FT_TEXT] = "text",       [FT_INTEGER] = "integer",
@@ -135,112 +138,10 @@ bool email_valid(const char *s)
     return labels >= 2 && strlen(at + 1) <= 253;
 }
 
-typedef struct cron_field {
-    int lo, hi;
-    const char *const *names; /* 3-letter names for lo.., or NULL */
-    int names_base;           /* value of names[0] */
-    size_t n_names;
-} cron_field_t;
-
-static const char *const month_names[] = {"JAN", "FEB", "MAR", "APR", "MAY", "JUN",
-                                          "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"};
-static const char *const dow_names[] = {"SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"};
-
-static const cron_field_t cron_fields[5] = {
-    {0, 59, NULL, 0, 0},                                  /* minute */
-    {0, 23, NULL, 0, 0},                                  /* hour */
-    {1, 31, NULL, 0, 0},                                  /* day of month */
-    {1, 12, month_names, 1, 12}, {0, 7, dow_names, 0, 7}, /* 0 and 7 are both Sunday */
-};
-
-/* Parses one value (a number or, where the field has them, a 3-letter name,
- * case-insensitive) at *p into *v, advancing *p. */
-static bool cron_value(const char **p, const cron_field_t *cf, int *v)
-{
-    const char *s = *p;
-    if (isdigit((unsigned char)*s)) {
-        int n = 0, digits = 0;
-        while (isdigit((unsigned char)*s)) {
-            if (++digits > 2) return false;
-            n = n * 10 + (*s - '0');
-            s++;
-        }
-        if (n < cf->lo || n > cf->hi) return false;
-        *v = n;
-        *p = s;
-        return true;
-    }
-    for (size_t i = 0; i < cf->n_names; i++) {
-        if (strncasecmp(s, cf->names[i], 3) == 0 && !isalpha((unsigned char)s[3])) {
-            *v = cf->names_base + (int)i;
-            *p = s + 3;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Checks one of the five fields: the len bytes at s. */
-static bool cron_field_valid(const char *s, size_t len, const cron_field_t *cf)
-{
-    const char *end = s + len;
-    for (;;) {
-        /* one list item: '*' | a | a-b, each optionally followed by /step
-         * (a bare number takes no step) */
-        bool ranged;
-        if (*s == '*') {
-            s++;
-            ranged = true;
-        } else {
-            int a, b;
-            if (!cron_value(&s, cf, &a)) return false;
-            ranged = false;
-            if (s < end && *s == '-') {
-                s++;
-                if (!cron_value(&s, cf, &b) || b < a) return false;
-                ranged = true;
-            }
-        }
-        if (s < end && *s == '/') {
-            if (!ranged) return false;
-            s++;
-            int step = 0, digits = 0;
-            while (s < end && isdigit((unsigned char)*s)) {
-                if (++digits > 2) return false;
-                step = step * 10 + (*s - '0');
-                s++;
-            }
-            if (digits == 0 || step < 1 || step > cf->hi) return false;
-        }
-        if (s == end) return true;
-        if (*s != ',') return false;
-        s++;
-        if (s == end) return false;
-    }
-}
-
 bool cron_valid(const char *s)
 {
-    static const char *const macros[] = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly"};
-    if (!s) return false;
-    if (*s == '@') {
-        for (size_t i = 0; i < sizeof macros / sizeof macros[0]; i++)
-            if (strcmp(s, macros[i]) == 0) return true;
-        return false;
-    }
-    int n = 0;
-    const char *p = s;
-    for (;;) {
-        while (*p == ' ' || *p == '\t')
-            p++;
-        if (!*p) break;
-        const char *start = p;
-        while (*p && *p != ' ' && *p != '\t')
-            p++;
-        if (n == 5 || !cron_field_valid(start, (size_t)(p - start), &cron_fields[n])) return false;
-        n++;
-    }
-    return n == 5;
+    cron_t c;
+    return cron_parse(s, &c, NULL) == CHR_OK;
 }
 
 /* ---- values -------------------------------------------------------------- */
@@ -304,11 +205,14 @@ static bool check_text_value(const field_def_t *f, const json_t *v, char *msg, s
             return fail(msg, size, "must be an RFC 3339 timestamp such as 2026-01-02T03:04:05Z");
         return true;
     }
-    case FT_CRON:
-        if (has_nul || !cron_valid(s))
-            return fail(msg, size,
-                        "must be a cron expression of 5 fields (minute hour day month weekday)");
+    case FT_CRON: {
+        cron_t c;
+        chr_err_t cerr = {0};
+        if (has_nul) return fail(msg, size, CRON_EXPECTED);
+        if (cron_parse(s, &c, &cerr) != CHR_OK)
+            return failf(msg, size, CRON_EXPECTED ": %s", cerr.msg);
         return true;
+    }
     case FT_REF:
         if (has_nul || !key_valid(s))
             return fail(msg, size, "must be a key: 1-255 characters, no '/' or control characters");
@@ -356,8 +260,7 @@ bool field_check_value(const field_def_t *f, const json_t *v, char *msg, size_t 
         return check_text_value(f, v, msg, msg_size);
     case FT_CRON:
         if (!json_is_string(v))
-            return fail(msg, msg_size,
-                        "must be a cron expression of 5 fields (minute hour day month weekday)");
+            return fail(msg, msg_size, CRON_EXPECTED);
         return check_text_value(f, v, msg, msg_size);
     case FT_REF:
         if (!json_is_string(v))

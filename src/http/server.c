@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "engine/projector.h"
+#include "engine/schedule.h"
 #include "http/async.h"
 #include "http/auth.h"
 #include "http/context.h"
@@ -501,6 +502,7 @@ int http_serve_main(const config_t *cfg)
     http_app_t *app = NULL;
     store_t *reads = NULL; /* the read model's database (PROJECTION_DB_URL) */
     http_openapi_t *openapi = NULL; /* served by GET /openapi.json; outlives the daemon */
+    schedules_t *schedules = NULL;  /* the worker role's scheduler; freed after the store */
     if (metrics_init(HTTP_MAX_ROUTES) != 0) {
         chr_fail(&err, CHR_ENOMEM, "", "out of memory");
         fail_start("cannot start", &err);
@@ -547,6 +549,11 @@ int http_serve_main(const config_t *cfg)
     }
     if (http_feed_new(ctx->store, hb, &ctx->feed, &err) != CHR_OK) {
         fail_start("cannot start the live feed", &err);
+        goto out;
+    }
+    if (app && config_runs_worker(cfg) &&
+        schedules_start(app->def, ctx->store, &schedules, &err) != CHR_OK) {
+        fail_start("cannot start the scheduler", &err);
         goto out;
     }
 
@@ -608,9 +615,13 @@ int http_serve_main(const config_t *cfg)
 out:
     if (d) MHD_stop_daemon(d);
     if (ctx->feed) http_feed_close(ctx->feed);
-    if (app) projector_stop(&app->eng); /* background roles end before the stores */
+    /* background roles end before the stores */
+    schedules_stop(schedules);
+    if (app) projector_stop(&app->eng);
     store_close(ctx->store); /* drains queued writes */
     store_close(reads);
+    /* after store_close: the store's commit listener points at it until then */
+    schedules_free(schedules);
     http_feed_free(ctx->feed);
     http_auth_free(ctx->auth);
     http_router_free(ctx->router);

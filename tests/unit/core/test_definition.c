@@ -260,6 +260,26 @@ static void test_status_app(void **state)
     assert_int_equal(content->max_length, 1 << 20);
     assert_string_equal(field_type_name(content->type), "text");
 
+    assert_int_equal(def->n_schedules, 2);
+    const schedule_def_t *poll_teams = &def->schedules[0];
+    assert_string_equal(poll_teams->name, "poll_teams");
+    assert_null(poll_teams->cron);
+    assert_int_equal(poll_teams->entity, 0);
+    assert_ptr_equal(&teams->fields[poll_teams->cron_field], poll);
+    assert_string_equal(poll_teams->zone, "UTC");
+    assert_int_equal(poll_teams->offset_s, 0);
+    assert_string_equal(poll_teams->event, "StatusPollRequested");
+    assert_string_equal(json_string_value(json_object_get(poll_teams->data, "slack_channel")),
+                        "$row.slack_channel");
+    const schedule_def_t *digest = &def->schedules[1];
+    assert_string_equal(digest->cron, "0 9 * * MON");
+    assert_int_equal(digest->entity, -1);
+    assert_int_equal(digest->offset_s, 7200);
+    assert_string_equal(digest->event, "WeeklyDigestDue");
+    /* the default data template */
+    assert_int_equal(json_object_size(digest->data), 1);
+    assert_string_equal(json_string_value(json_object_get(digest->data, "tick")), "$tick");
+
     assert_int_equal(def->n_routes, 5);
     const route_def_t *r = &def->routes[0];
     assert_string_equal(r->method, "POST");

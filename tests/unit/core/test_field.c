@@ -341,7 +341,15 @@ static void test_cron(void **state)
 
     field_def_t f = mk(FT_CRON);
     OK(f, "\"*/5 * * * *\"");
-    BAD(f, "\"every minute\"", CRON_MSG);
+    BAD(f, "\"every minute\"",
+        "must be a cron expression of 5 fields (minute hour day month weekday): minute: "
+        "\"every\" is not a number 0-59");
+    BAD(f, "\"0 0 * *\"",
+        "must be a cron expression of 5 fields (minute hour day month weekday): has 4 fields; "
+        "expected 5: minute hour day-of-month month day-of-week");
+    BAD(f, "\"0 24 * * *\"",
+        "must be a cron expression of 5 fields (minute hour day month weekday): hour: 24 is out "
+        "of range 0-23");
     BAD(f, "5", CRON_MSG);
 }
 
