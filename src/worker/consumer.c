@@ -21,7 +21,10 @@
  *      retries, dead-letter what keeps failing;
  *   4. flush the effect, then advance the checkpoint (guarded by the
  *      epoch, so a reset in between wins) - never past an event whose
- *      effect has not succeeded;
+ *      effect has not succeeded. The move is queued to the store's group
+ *      commit and not waited for (at most one in flight), so delivery does
+ *      not stall on an fsync; a failed move makes the thread reload the
+ *      stored checkpoint and deliver again from there;
  *   5. caught up: wait for a commit (store_wait; PostgreSQL wakes it for
  *      other instances' commits too through LISTEN/NOTIFY), in slices so
  *      that stop and pokes are seen within 200 ms. A SQLite database
@@ -68,6 +71,13 @@ typedef struct consumer {
     int64_t pending_delivered; /* delivered since the last save */
     int64_t last_check_us, last_save_us;
     bool logged_wait;
+
+    /* the checkpoint save in flight (at most one), finished on the store's
+     * writer thread: save_lock guards these */
+    pthread_mutex_t save_lock;
+    pthread_cond_t save_cond;
+    bool save_inflight;
+    bool save_failed, save_stale; /* results not yet seen by the thread */
 } consumer_t;
 
 struct consumer_runtime {
@@ -137,19 +147,90 @@ static void note_error(consumer_t *c, const char *msg)
                LOG_S("error", e.msg));
 }
 
-/* Makes delivered effects durable and moves the checkpoint to c->pos. */
-static int save(consumer_t *c)
+/* The writer thread's answer to save_async. */
+static void save_done(void *user, int rc, bool stale)
 {
-    if (c->pos == c->saved_pos && c->pending_delivered == 0) return CHR_OK;
+    consumer_t *c = user;
+    pthread_mutex_lock(&c->save_lock);
+    c->save_inflight = false;
+    if (rc != CHR_OK) c->save_failed = true;
+    if (stale) c->save_stale = true;
+    pthread_cond_broadcast(&c->save_cond);
+    pthread_mutex_unlock(&c->save_lock);
+}
+
+static void collect(consumer_t *c);
+
+/* Waits for the save in flight, then takes in its outcome: a failed save
+ * or a reset meanwhile makes the thread reload its row (and so deliver
+ * again from the stored checkpoint: at-least-once). */
+static void settle(consumer_t *c)
+{
+    pthread_mutex_lock(&c->save_lock);
+    while (c->save_inflight)
+        pthread_cond_wait(&c->save_cond, &c->save_lock);
+    pthread_mutex_unlock(&c->save_lock);
+    collect(c);
+}
+
+/* Takes in the outcome of saves that finished, without waiting for one in
+ * flight. */
+static void collect(consumer_t *c)
+{
+    pthread_mutex_lock(&c->save_lock);
+    if (c->save_failed) log_at(LOG_WARN, "consumer cannot save its checkpoint", LOG_S("consumer", c->name));
+    if (c->save_failed || c->save_stale) c->have_state = false;
+    c->save_failed = c->save_stale = false;
+    pthread_mutex_unlock(&c->save_lock);
+}
+
+/* Runs the effect's flush; false (with the error noted) when it failed. */
+static bool flush(consumer_t *c)
+{
     chr_err_t err;
     chr_err_clear(&err);
-    if (c->effect.flush && c->effect.flush(c->effect.user, &err) != CHR_OK) {
-        log_at(LOG_WARN, "consumer flush failed", LOG_S("consumer", c->name),
-               LOG_S("error", err.msg));
-        note_error(c, err.msg);
-        c->have_state = false; /* deliver again from the saved checkpoint */
-        return err.code ? err.code : CHR_ESTORE;
+    if (!c->effect.flush || c->effect.flush(c->effect.user, &err) == CHR_OK) return true;
+    log_at(LOG_WARN, "consumer flush failed", LOG_S("consumer", c->name), LOG_S("error", err.msg));
+    note_error(c, err.msg);
+    c->have_state = false; /* deliver again from the saved checkpoint */
+    return false;
+}
+
+/* Flushes the effect, then queues the checkpoint move to c->pos without
+ * waiting for it, unless one is still in flight (the next call saves). */
+static void save_async(consumer_t *c)
+{
+    pthread_mutex_lock(&c->save_lock);
+    bool busy = c->save_inflight;
+    pthread_mutex_unlock(&c->save_lock);
+    collect(c);
+    if (busy || !c->have_state || (c->pos == c->saved_pos && c->pending_delivered == 0)) return;
+    if (!flush(c)) return;
+    chr_err_t err;
+    chr_err_clear(&err);
+    pthread_mutex_lock(&c->save_lock);
+    c->save_inflight = true;
+    pthread_mutex_unlock(&c->save_lock);
+    if (consumer_store_advance_async(c->rt->store, c->name, c->epoch, c->pos, c->pending_delivered,
+                                     save_done, c, &err) != CHR_OK) {
+        save_done(c, err.code ? err.code : CHR_ESTORE, false);
+        return;
     }
+    c->saved_pos = c->pos;
+    c->pending_delivered = 0;
+    c->last_save_us = time_now_us();
+}
+
+/* Makes delivered effects durable and moves the checkpoint to c->pos,
+ * waiting for it. */
+static int save(consumer_t *c)
+{
+    settle(c);
+    if (!c->have_state) return CHR_ESTORE;
+    if (c->pos == c->saved_pos && c->pending_delivered == 0) return CHR_OK;
+    if (!flush(c)) return CHR_ESTORE;
+    chr_err_t err;
+    chr_err_clear(&err);
     bool stale = false;
     int rc = consumer_store_advance(c->rt->store, c->name, c->epoch, c->pos,
                                     c->pending_delivered, &stale, &err);
@@ -170,6 +251,7 @@ static int save(consumer_t *c)
  * when its epoch moved (a reset). */
 static int load_state(consumer_t *c)
 {
+    collect(c); /* a save in flight may still move the row: harmless, it only goes forward */
     chr_err_t err;
     chr_err_clear(&err);
     consumer_state_t st;
@@ -332,7 +414,7 @@ static bool run_batch(consumer_t *c, event_list_t *batch, int64_t *target)
     int64_t now = time_now_us();
     if (c->have_state &&
         (c->pending_delivered > 0 || stopping(c) || now - c->last_save_us >= SKIP_SAVE_EVERY_US))
-        save(c);
+        save_async(c);
     *target = scanned > c->pos ? scanned : c->pos;
     return all && full;
 }
@@ -387,6 +469,7 @@ static void *consumer_main(void *arg)
         while (!stopping(c) && !atomic_load(&c->poked) && time_now_us() < until)
             if (c->source.wait(c->source.user, target, WAIT_SLICE_MS) == CHR_OK) break;
     }
+    settle(c);
     if (c->lease) {
         if (c->have_state) save(c);
         store_lease_release(c->lease);
@@ -453,6 +536,8 @@ int consumer_runtime_add(consumer_runtime_t *rt, const consumer_spec_t *spec, ch
         c->source = (consumer_source_t){.read = local_read, .wait = local_wait, .user = rt->store};
     }
     atomic_init(&c->poked, false);
+    pthread_mutex_init(&c->save_lock, NULL);
+    pthread_cond_init(&c->save_cond, NULL);
     rt->items[rt->n++] = c;
     return CHR_OK;
 }
@@ -491,6 +576,8 @@ void consumer_runtime_free(consumer_runtime_t *rt)
         consumer_source_t src = c->source;
         if (src.read == local_read) src.read = NULL;
         free_parts(&c->effect, &src);
+        pthread_mutex_destroy(&c->save_lock);
+        pthread_cond_destroy(&c->save_cond);
         free(c);
     }
     free(rt->items);

@@ -7,6 +7,7 @@
 #include "worker/consumer_store.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/timefmt.h"
@@ -125,16 +126,61 @@ int consumer_store_get(store_t *s, const char *name, consumer_state_t *out, chr_
     return CHR_OK;
 }
 
+/* The checkpoint move, guarded by the epoch; name is borrowed by st. */
+static void advance_stmt(stmt_t *st, const store_t *s, const char *name, int64_t epoch,
+                         int64_t position, int64_t delivered)
+{
+    *st = (stmt_t){.n = 5,
+                   .p = {vi(position), vi(delivered), vi(time_now_us()), vs(name), vi(epoch)}};
+    sql(st, s,
+        "UPDATE %sconsumers SET position = ?, delivered = delivered + ?, updated_at = ? "
+        "WHERE name = ? AND epoch = ?");
+}
+
 int consumer_store_advance(store_t *s, const char *name, int64_t epoch, int64_t position,
                            int64_t delivered, bool *stale, chr_err_t *err)
 {
-    stmt_t st = {.n = 5,
-                 .p = {vi(position), vi(delivered), vi(time_now_us()), vs(name), vi(epoch)}};
-    sql(&st, s,
-        "UPDATE %sconsumers SET position = ?, delivered = delivered + ?, updated_at = ? "
-        "WHERE name = ? AND epoch = ?");
+    stmt_t st;
+    advance_stmt(&st, s, name, epoch, position, delivered);
     int rc = run(s, &st, 1, false, err);
     if (stale) *stale = rc == CHR_OK && st.changes == 0;
+    return rc;
+}
+
+typedef struct async_job {
+    stmt_t st;
+    unit_t unit;
+    store_uow_t uow;
+    chr_err_t err;
+    char name[256];
+    consumer_save_fn done;
+    void *user;
+} async_job_t;
+
+static void async_done(void *user, int rc)
+{
+    async_job_t *j = user;
+    j->done(j->user, rc, rc == CHR_OK && j->st.changes == 0);
+    free(j);
+}
+
+int consumer_store_advance_async(store_t *s, const char *name, int64_t epoch, int64_t position,
+                                 int64_t delivered, consumer_save_fn done, void *user,
+                                 chr_err_t *err)
+{
+    async_job_t *j = calloc(1, sizeof *j);
+    if (!j) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
+    snprintf(j->name, sizeof j->name, "%s", name);
+    advance_stmt(&j->st, s, j->name, epoch, position, delivered);
+    j->unit = (unit_t){&j->st, 1, false};
+    j->uow = (store_uow_t){.apply = apply_stmts, .apply_user = &j->unit};
+    j->done = done;
+    j->user = user;
+    int rc = store_commit_async(s, &j->uow, &j->err, async_done, j);
+    if (rc) {
+        *err = j->err;
+        free(j);
+    }
     return rc;
 }
 

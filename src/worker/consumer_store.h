@@ -43,6 +43,16 @@ int consumer_store_get(store_t *s, const char *name, consumer_state_t *out, chr_
 int consumer_store_advance(store_t *s, const char *name, int64_t epoch, int64_t position,
                            int64_t delivered, bool *stale, chr_err_t *err);
 
+/* Like consumer_store_advance, but queued: returns at once and calls
+ * done(user, rc, stale) on the store's writer thread once the checkpoint
+ * is durable (or failed). done must not block. Lets a consumer deliver the
+ * next events while its checkpoint commits. Returns CHR_OK when queued
+ * (done will be called), else an error without calling done. */
+typedef void (*consumer_save_fn)(void *user, int rc, bool stale);
+int consumer_store_advance_async(store_t *s, const char *name, int64_t epoch, int64_t position,
+                                 int64_t delivered, consumer_save_fn done, void *user,
+                                 chr_err_t *err);
+
 /* Records a failed attempt's message as the last error (epoch-checked). */
 int consumer_store_set_error(store_t *s, const char *name, const char *msg, chr_err_t *err);
 
