@@ -120,17 +120,11 @@ void http_handle_consumer_reset(http_req_t *req)
     worker_consumer_info_t c;
     if (!find_consumer(req, &c)) return;
     int64_t position = 0;
-    if (req->body_len) {
-        json_error_t je;
-        json_t *root = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
-        if (!root) {
-            http_problem(req, HTTP_P_MALFORMED_JSON, NULL,
-                         "the body is not valid JSON: %s (line %d, column %d)", je.text, je.line,
-                         je.column);
-            return;
-        }
-        json_t *p = json_is_object(root) ? json_object_get(root, "position") : NULL;
-        bool ok = json_is_object(root) && json_object_size(root) == (p ? 1u : 0u) &&
+    json_t *root = NULL;
+    if (!http_body_object(req, &root, false)) return;
+    if (root) {
+        json_t *p = json_object_get(root, "position");
+        bool ok = json_object_size(root) == (p ? 1u : 0u) &&
                   (!p || (json_is_integer(p) && json_integer_value(p) >= 0));
         if (p && ok) position = json_integer_value(p);
         json_decref(root);

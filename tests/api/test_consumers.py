@@ -118,6 +118,14 @@ def receiver():
     r.close()
 
 
+@pytest.fixture
+def patient():
+    """A second receiver, for the `patient` webhook."""
+    r = Receiver()
+    yield r
+    r.close()
+
+
 def start(server_factory, receiver, patient=None, extra_env=None, name="consumers"):
     srv_env = {"HOOK_URL": receiver.url, "HOOK_SECRET": SECRET}
     if patient is not None:
@@ -176,27 +184,23 @@ def test_webhook_posts_each_event_signed_with_a_stable_delivery_id(server_factor
     assert len({h["X-Chronicle-Delivery"] for h, b in raw}) == 4
 
 
-def test_receiver_down_for_a_while_then_everything_arrives_once_in_order(server_factory, receiver):
-    patient = Receiver()
-    try:
-        srv = start(server_factory, receiver, patient=patient)
-        stream = new_stream("down")
-        first = ping(srv, stream, 3)
-        wait_until(lambda: len(patient.delivered()) == 3, msg="first deliveries")
-        patient.down()
-        second = ping(srv, stream, 5, start=3)
-        wait_until(lambda: consumers(srv)["patient"]["last_error"], msg="a failed attempt recorded")
-        c = consumers(srv)["patient"]
-        assert c["lag"] > 0 and "POST " in c["last_error"]
-        patient.up()
-        wait_until(lambda: len(patient.delivered()) == 8, timeout=20, msg="all 8 after the receiver is back")
-        got = [e["id"] for e in patient.delivered()]
-        assert got == first + second  # per-consumer order, nothing lost, nothing twice
-        wait_until(lambda: consumers(srv)["patient"]["lag"] == 0, msg="caught up")
-        c = consumers(srv)["patient"]
-        assert c["delivered"] == 8 and c["dead_letters"] == 0
-    finally:
-        patient.close()
+def test_receiver_down_for_a_while_then_everything_arrives_once_in_order(server_factory, receiver, patient):
+    srv = start(server_factory, receiver, patient=patient)
+    stream = new_stream("down")
+    first = ping(srv, stream, 3)
+    wait_until(lambda: len(patient.delivered()) == 3, msg="first deliveries")
+    patient.down()
+    second = ping(srv, stream, 5, start=3)
+    wait_until(lambda: consumers(srv)["patient"]["last_error"], msg="a failed attempt recorded")
+    c = consumers(srv)["patient"]
+    assert c["lag"] > 0 and "POST " in c["last_error"]
+    patient.up()
+    wait_until(lambda: len(patient.delivered()) == 8, timeout=20, msg="all 8 after the receiver is back")
+    got = [e["id"] for e in patient.delivered()]
+    assert got == first + second  # per-consumer order, nothing lost, nothing twice
+    wait_until(lambda: consumers(srv)["patient"]["lag"] == 0, msg="caught up")
+    c = consumers(srv)["patient"]
+    assert c["delivered"] == 8 and c["dead_letters"] == 0
 
 
 def test_dead_letter_after_the_configured_failures_then_retry(server_factory, receiver):
@@ -241,37 +245,33 @@ def test_dead_letter_after_the_configured_failures_then_retry(server_factory, re
     expect_problem(srv.get("/v1/consumers/hook/dead-letters?limit=0"), 400, "bad-request")
 
 
-def test_worker_killed_mid_delivery_redelivers_and_never_checkpoints_ahead(server_factory, receiver):
-    patient = Receiver()
-    try:
-        srv = start(server_factory, receiver, patient=patient)
-        stream = new_stream("kill")
-        ids = ping(srv, stream, 10)
-        wait_until(lambda: len(patient.delivered()) == 10, msg="first 10")
-        patient.mode = "hold"
-        patient.held.clear()
-        more = ping(srv, stream, 10, start=10)
-        assert patient.held.wait(10), "the delivery of event 11 did not arrive"
-        srv.kill()  # SIGKILL while the receiver holds a delivery
-        held = len(patient.requests)
-        patient.release()
-        wait_until(lambda: len(patient.requests) == held + 1, msg="the held request recorded")
-        run1 = [e["id"] for e in patient.delivered()]
-        cut = len(patient.requests)
-        srv.start()
-        wait_until(lambda: len(set(e["id"] for e in patient.delivered())) == 20, timeout=20,
-                   msg="every event delivered at least once")
-        with patient.lock:
-            run2 = [json.loads(b)["id"] for h, b, s in patient.requests[cut:] if s < 300]
-        everything = ids + more
-        # The restarted worker starts at its checkpoint: whatever it sends
-        # first, every event before that was delivered before the kill.
-        first = everything.index(run2[0])
-        assert set(everything[:first]) <= set(run1)
-        assert run2 == everything[first:]  # then in order, each once
-        wait_until(lambda: consumers(srv)["patient"]["lag"] == 0, msg="caught up after restart")
-    finally:
-        patient.close()
+def test_worker_killed_mid_delivery_redelivers_and_never_checkpoints_ahead(server_factory, receiver, patient):
+    srv = start(server_factory, receiver, patient=patient)
+    stream = new_stream("kill")
+    ids = ping(srv, stream, 10)
+    wait_until(lambda: len(patient.delivered()) == 10, msg="first 10")
+    patient.mode = "hold"
+    patient.held.clear()
+    more = ping(srv, stream, 10, start=10)
+    assert patient.held.wait(10), "the delivery of event 11 did not arrive"
+    srv.kill()  # SIGKILL while the receiver holds a delivery
+    held = len(patient.requests)
+    patient.release()
+    wait_until(lambda: len(patient.requests) == held + 1, msg="the held request recorded")
+    run1 = [e["id"] for e in patient.delivered()]
+    cut = len(patient.requests)
+    srv.start()
+    wait_until(lambda: len(set(e["id"] for e in patient.delivered())) == 20, timeout=20,
+               msg="every event delivered at least once")
+    with patient.lock:
+        run2 = [json.loads(b)["id"] for h, b, s in patient.requests[cut:] if s < 300]
+    everything = ids + more
+    # The restarted worker starts at its checkpoint: whatever it sends
+    # first, every event before that was delivered before the kill.
+    first = everything.index(run2[0])
+    assert set(everything[:first]) <= set(run1)
+    assert run2 == everything[first:]  # then in order, each once
+    wait_until(lambda: consumers(srv)["patient"]["lag"] == 0, msg="caught up after restart")
 
 
 def test_consumers_list_lag_last_error_and_reset(server_factory, receiver):
@@ -347,23 +347,20 @@ def test_audit_log_lines_and_rotation(server_factory, receiver):
     assert lines[-1] == feed[-1]
 
 
-def test_slow_receiver_stalls_neither_other_consumers_nor_the_api(server_factory, receiver):
-    slow = Receiver()
+def test_slow_receiver_stalls_neither_other_consumers_nor_the_api(server_factory, receiver, patient):
+    slow = patient
     slow.mode = "hold"  # answers nothing until released (timeout_ms 1000, then retries)
-    try:
-        srv = start(server_factory, receiver, patient=slow)
-        stream = new_stream("slow")
-        for i in range(5):
-            t0 = time.monotonic()
-            ping(srv, stream, 1, start=i)
-            assert time.monotonic() - t0 < 1.0
-        wait_until(lambda: len(receiver.delivered("hook")) == 5, timeout=5, msg="the fast hook keeps delivering")
-        assert slow.held.is_set()
-        assert len(slow.delivered()) == 0
-        slow.release()
-        wait_until(lambda: len({e["id"] for e in slow.delivered()}) == 5, timeout=20, msg="the slow one catches up")
-    finally:
-        slow.close()
+    srv = start(server_factory, receiver, patient=slow)
+    stream = new_stream("slow")
+    for i in range(5):
+        t0 = time.monotonic()
+        ping(srv, stream, 1, start=i)
+        assert time.monotonic() - t0 < 1.0
+    wait_until(lambda: len(receiver.delivered("hook")) == 5, timeout=5, msg="the fast hook keeps delivering")
+    wait_until(slow.held.is_set, msg="the slow receiver holds a delivery")
+    assert len(slow.delivered()) == 0
+    slow.release()
+    wait_until(lambda: len({e["id"] for e in slow.delivered()}) == 5, timeout=20, msg="the slow one catches up")
 
 
 def test_api_role_lists_consumers_but_does_not_run_them(server_factory, receiver):
