@@ -224,6 +224,11 @@ def main():
                 print(name, "worst (latency ms, at s):", " ".join(f"{l:.0f}@{w:.2f}" for l, w in worst))
             print(f"{name:8s} delivered {len(lat)} missing {missing}  "
                   f"p50 {pct(lat, 50):.2f} ms  p99 {pct(lat, 99):.2f} ms  max {max(lat) if lat else float('nan'):.2f} ms")
+        log.flush()
+        with open(f"{tmp}/chronicle.log", "rb") as f:
+            failed = [json.loads(x) for x in f if b'"delivery failed"' in x]
+        print(f"failed webhook attempts (retried): {len(failed)}"
+              + (f"; first: {failed[0].get('error')}" if failed else ""))
     finally:
         stop_ev.set()
         if chron and chron.poll() is None:
