@@ -1,6 +1,6 @@
 /*
  * policy.h - the pure rules of delivery, shared by every consumer kind:
- * which events a consumer gets (filter), how long it waits between
+ * which events a consumer is given (the filter), how long it waits between
  * attempts (backoff with jitter), the id a receiver deduplicates on, and
  * the webhook signature. No I/O, no clock: callers pass time and
  * randomness in, so tests/unit/worker/test_policy.c pins them down.

@@ -3,7 +3,8 @@ test_consumers.py - the worker role's consumers (docs/worker.md): webhooks
 delivered signed to a receiver running inside the test, retries while the
 receiver is down, dead letters and their retry, a worker killed with SIGKILL
 mid-delivery, GET /v1/consumers (position, lag, last error), reset, the audit
-log with rotation, and a slow receiver that stalls nobody else.
+log with rotation, a slow receiver that stalls nobody else, and two workers
+on one database (one runs each consumer; the other takes over after SIGKILL).
 
 The definition is tests/api/apps/consumers.json: webhook `hook` (every event,
 signed with HOOK_SECRET, 3 attempts), webhook `patient` (only `Pinged`,
@@ -378,3 +379,30 @@ def test_consumers_without_an_app_definition(server):
     body = expect_json(server.get("/v1/consumers"), 200)
     assert body["consumers"] == [] and body["head"] >= 0
     expect_problem(server.post("/v1/consumers/x/reset", json={}), 404, "not-found")
+
+
+def holder_of(servers, consumer):
+    """The servers whose log says they started consumer (its lease holder)."""
+    return [s for s in servers if any(r and r.get("msg") == "consumer started" and r.get("consumer") == consumer
+                                      for r in s.log_records())]
+
+
+def test_two_workers_share_a_database_one_runs_each_consumer_the_other_takes_over(server_factory, receiver):
+    env = {"HOOK_URL": receiver.url, "HOOK_SECRET": SECRET}
+    a = server_factory(args=["--app", APP], env=env, name="worker-a")
+    b = server_factory(args=["--app", APP, "--database", a.database], env=env, name="worker-b")
+    stream = new_stream("two")
+    ids = ping(a, stream, 3) + ping(b, stream, 3, start=3)
+    wait_until(lambda: len(receiver.delivered("hook")) >= 6, msg="6 deliveries")
+    wait_until(lambda: len(holder_of([a, b], "hook")) == 1, msg="one holder of the hook")
+    assert [e["id"] for e in receiver.delivered("hook")] == ids  # one worker delivered, each once
+    holder = holder_of([a, b], "hook")[0]
+    other = b if holder is a else a
+    assert not holder_of([other], "hook")
+    holder.kill()  # SIGKILL: the lease goes with the process
+    more = ping(other, stream, 3, start=6)
+    wait_until(lambda: holder_of([other], "hook"), msg="the other worker takes the hook over")
+    wait_until(lambda: set(ids + more) <= {e["id"] for e in receiver.delivered("hook")}, msg="all delivered")
+    got = [e["id"] for e in receiver.delivered("hook")]
+    assert got[:6] == ids and got[-3:] == more
+    wait_until(lambda: consumers(other)["hook"]["lag"] == 0, msg="caught up on the other worker")
