@@ -420,7 +420,7 @@ static void consumer_schemas(gen_t *g)
                   "position", "type", "integer", "minimum", 0, "default", 0,
                   "additionalProperties", 0));
     put(g, s, "DeadLetter",
-        json_pack("{s:s, s:{s:o, s:o, s:O, s:o, s:o, s:o, s:o, s:O, s:O}, s:[s,s,s]}", "type",
+        json_pack("{s:s, s:{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}, s:[s,s,s]}", "type",
                   "object", "properties", "id", typed("integer", false), "position",
                   typed("integer", false), "event_id", string_format("uuid"), "event_type",
                   typed("string", false), "attempts", typed("integer", false), "error",
