@@ -5,8 +5,8 @@
  *   GET  /v1/consumers/{name}/dead-letters                the events it gave up on
  *   POST /v1/consumers/{name}/dead-letters/{id}/retry     deliver one again
  * Any instance answers (api, worker or all): the state lives in the store,
- * and the instance running a consumer picks resets and retries up within a
- * second. The few writes here (reset, retry) commit synchronously on the
+ * and the instance running a consumer picks resets and retries up at once
+ * when it is this one (worker_poke), else within a second. The few writes here (reset, retry) commit synchronously on the
  * request's thread: they are rare operator actions, not the write path.
  * Not here: running consumers (src/worker/).
  */
@@ -153,6 +153,7 @@ void http_handle_consumer_reset(http_req_t *req)
         http_problem_err(req, &err, false, NULL);
         return;
     }
+    worker_poke(c.name);
     http_respond_json(req, MHD_HTTP_OK, consumer_json(&c, &st, true, head));
 }
 
@@ -202,5 +203,6 @@ void http_handle_consumer_dead_letter_retry(http_req_t *req)
         http_problem_err(req, &err, false, NULL);
         return;
     }
+    worker_poke(c.name);
     http_respond_json(req, MHD_HTTP_ACCEPTED, row ? row : json_object());
 }

@@ -2,6 +2,7 @@
 #include "worker/worker.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,18 @@ struct worker {
     consumer_runtime_t *rt;
     bool curl;
 };
+
+/* The worker of this process, for worker_poke: the HTTP handlers of the
+ * same process reach it without the server wiring it through. */
+static pthread_mutex_t running_lock = PTHREAD_MUTEX_INITIALIZER;
+static worker_t *running;
+
+void worker_poke(const char *name)
+{
+    pthread_mutex_lock(&running_lock);
+    if (running) consumer_runtime_poke(running->rt, name);
+    pthread_mutex_unlock(&running_lock);
+}
 
 size_t worker_consumers(const definition_t *def, worker_consumer_info_t *out, size_t max)
 {
@@ -124,6 +137,9 @@ int worker_start(const config_t *cfg, store_t *s, const definition_t *def, const
         worker_stop(w);
         return rc;
     }
+    pthread_mutex_lock(&running_lock);
+    running = w;
+    pthread_mutex_unlock(&running_lock);
     *out = w;
     return CHR_OK;
 }
@@ -131,6 +147,9 @@ int worker_start(const config_t *cfg, store_t *s, const definition_t *def, const
 void worker_stop(worker_t *w)
 {
     if (!w) return;
+    pthread_mutex_lock(&running_lock);
+    if (running == w) running = NULL;
+    pthread_mutex_unlock(&running_lock);
     consumer_runtime_free(w->rt);
     if (w->curl) curl_global_cleanup();
     free(w);

@@ -38,4 +38,10 @@ int worker_start(const config_t *cfg, store_t *s, const definition_t *def, const
 /* Stops the consumers (saving their checkpoints) and frees w. NULL is fine. */
 void worker_stop(worker_t *w);
 
+/* Tells consumer name, when it runs in this process, to reload its state
+ * now (after a reset or a dead-letter retry request through the API)
+ * rather than at its next once-a-second check. Any thread; a no-op when
+ * no worker runs here. */
+void worker_poke(const char *name);
+
 #endif
