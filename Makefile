@@ -34,6 +34,8 @@ bench: build
 	./$(BUILD)/bench_append --dir $${TMPDIR:-/tmp}
 	bench/http.sh
 	bench/status-app.sh
+	./$(BUILD)/bench_consumer_catchup --dir $${TMPDIR:-/tmp}
+	CHRONICLE_BIN=./$(BUILD)/chronicle bench/consumer_latency.py
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -12,6 +12,7 @@ time travel queries between the timestamps the server answered with.
 """
 
 import json
+import os
 import threading
 from datetime import timedelta, timezone
 from urllib.parse import quote
@@ -20,7 +21,7 @@ import pytest
 import requests
 
 from conftest import (app_server, build_request, check_readme, copy_app_with, example_path, expect_json,
-                      expect_problem, log_messages, parse_ts, problem_fields, raw_request, set_app, ts_shift)
+                      expect_problem, log_messages, parse_ts, problem_fields, raw_request, set_app, ts_shift, wait_until)
 
 APP = example_path("config-api", "app.json")
 README = example_path("config-api", "README.md")
@@ -29,9 +30,23 @@ ITEM_KEYS = ["name", "value", "version", "created_at", "updated_at"]
 LIST_KEYS = ["name", "value", "version", "updated_at"]
 
 
+def with_audit_log(srv):
+    """Keeps the server's audit log (CONFIG_AUDIT_LOG) in its scratch directory."""
+    srv.env.setdefault("CONFIG_AUDIT_LOG", os.path.join(srv.dir, "config-audit.log"))
+    return srv
+
+
+def audit_lines(srv):
+    path = srv.env["CONFIG_AUDIT_LOG"]
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        return [json.loads(line) for line in f.read().splitlines()]
+
+
 @pytest.fixture(scope="module")
 def app():
-    srv = app_server(APP, "config-api")
+    srv = with_audit_log(app_server(APP, "config-api"))
     srv.start()
     yield srv
     srv.close()
@@ -43,7 +58,7 @@ def fresh(request):
     servers = []
 
     def make(env=None, app_json=APP):
-        srv = app_server(app_json, "config-api-" + request.node.name[:30], env=env)
+        srv = with_audit_log(app_server(app_json, "config-api-" + request.node.name[:30], env=env))
         servers.append(srv)
         return srv.start()
 
@@ -343,6 +358,13 @@ def test_audit_log_holds_every_change_in_order(fresh):
         ("configs-a", "ConfigValueSet", 1), ("configs-b", "ConfigValueSet", 2),
         ("configs-a", "ConfigValueSet", 3), ("configs-b", "ConfigValueDeleted", 4)]
     assert feed["head"] == 4 and feed["next_after"] == 4
+    # the worker role appends every change to the audit log file, one JSON line each
+    wait_until(lambda: len(audit_lines(srv)) == 4, msg="4 audit log lines")
+    assert audit_lines(srv) == feed["events"]
+    # its checkpoint follows once the lines are on disk
+    consumers = lambda: expect_json(srv.get("/v1/consumers"), 200)["consumers"]  # noqa: E731
+    wait_until(lambda: consumers()[0]["position"] == 4, msg="the audit log's checkpoint")
+    assert [(c["name"], c["position"], c["lag"], c["last_error"]) for c in consumers()] == [("audit_log", 4, 0, None)]
 
 
 def test_concurrent_writers_of_one_name_are_all_recorded(app):

@@ -34,7 +34,8 @@
 #define ROUTE_MAX_LIMIT 1000
 #define ROUTE_DEFAULT_LIMIT 50
 
-static const char *const top_keys[] = {"app", "entities", "routes", "schedules", NULL};
+static const char *const top_keys[] = {"app",      "entities", "routes",
+                                        "schedules", "webhooks", "audit_log", NULL};
 static const char *const schedule_keys[] = {"cron",  "for_each", "cron_field", "timezone",
                                              "event", "data",     NULL};
 static const char *const entity_keys[] = {
@@ -261,6 +262,30 @@ static void schedule_free(schedule_def_t *s)
     memset(s, 0, sizeof *s);
 }
 
+static void free_strs(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static void sink_filter_free(sink_filter_t *f)
+{
+    free_strs(f->types, f->n_types);
+    free_strs(f->entities, f->n_entities);
+    memset(f, 0, sizeof *f);
+}
+
+static void webhook_free(webhook_def_t *w)
+{
+    free(w->name);
+    sink_filter_free(&w->filter);
+    free(w->url);
+    free(w->url_env);
+    free(w->secret_env);
+    memset(w, 0, sizeof *w);
+}
+
 void definition_free(definition_t *def)
 {
     if (!def) return;
@@ -274,6 +299,15 @@ void definition_free(definition_t *def)
     for (size_t i = 0; i < def->n_schedules; i++)
         schedule_free(&def->schedules[i]);
     free(def->schedules);
+    for (size_t i = 0; i < def->n_webhooks; i++)
+        webhook_free(&def->webhooks[i]);
+    free(def->webhooks);
+    if (def->audit_log) {
+        free(def->audit_log->path);
+        free(def->audit_log->path_env);
+        sink_filter_free(&def->audit_log->filter);
+        free(def->audit_log);
+    }
     free(def);
 }
 
@@ -1441,6 +1475,207 @@ static int parse_app(const json_t *v, definition_t *def, chr_err_t *err)
     return dup_str(name, &def->app, err);
 }
 
+/* ---- consumers: webhooks and the audit log --------------------------------- */
+
+static const char *const webhook_keys[] = {
+    "name",       "events",       "entities",   "url",           "url_env",
+    "secret_env", "timeout_ms",   "max_attempts", "backoff_ms",  "max_backoff_ms", NULL};
+static const char *const audit_log_keys[] = {"path",   "path_env", "max_bytes",
+                                             "max_files", "events", "entities", NULL};
+
+/* ^[A-Z_][A-Z0-9_]{0,127}$: the name of an environment variable. */
+static bool env_name_valid(const char *s)
+{
+    size_t n = 0;
+    for (const char *p = s; *p; p++, n++) {
+        char c = *p;
+        if (!((c >= 'A' && c <= 'Z') || c == '_' || (n > 0 && c >= '0' && c <= '9'))) return false;
+    }
+    return n >= 1 && n <= 128;
+}
+
+/* An optional string member; *out stays NULL when absent. what says what
+ * the string must be, check (may be NULL) decides. */
+static int parse_opt_str(const json_t *obj, const char *path, const char *key,
+                         bool (*check)(const char *), const char *what, char **out, chr_err_t *err)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (!v) return CHR_OK;
+    char p[PATH_MAX_LEN];
+    child(p, path, key);
+    const char *text = json_string_value(v);
+    if (!text || strlen(text) != json_string_length(v) || (check && !check(text)))
+        return bad(err, p, "must be %s", what);
+    return dup_str(text, out, err);
+}
+
+/* An optional integer member in [min, max]; *out keeps its default when absent. */
+static int parse_opt_int(const json_t *obj, const char *path, const char *key, int64_t min,
+                         int64_t max, int64_t *out, chr_err_t *err)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (!v) return CHR_OK;
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+        char p[PATH_MAX_LEN];
+        child(p, path, key);
+        return bad(err, p, "must be an integer from %lld to %lld", (long long)min,
+                   (long long)max);
+    }
+    *out = json_integer_value(v);
+    return CHR_OK;
+}
+
+/* "events" (event types) and "entities" (declared entities) of a consumer. */
+static int parse_sink_filter(const definition_t *def, const json_t *obj, const char *path,
+                             sink_filter_t *f, chr_err_t *err)
+{
+    static const char *const keys[] = {"events", "entities"};
+    for (int k = 0; k < 2; k++) {
+        const json_t *v = json_object_get(obj, keys[k]);
+        if (!v) continue;
+        char p[PATH_MAX_LEN];
+        child(p, path, keys[k]);
+        if (!json_is_array(v) || json_array_size(v) == 0)
+            return bad(err, p, "must be a non-empty array of %s",
+                       k ? "entity names" : "event types");
+        size_t n = json_array_size(v);
+        char **list = calloc(n, sizeof *list);
+        if (!list) return oom(err);
+        if (k) {
+            f->entities = list;
+            f->n_entities = n;
+        } else {
+            f->types = list;
+            f->n_types = n;
+        }
+        for (size_t i = 0; i < n; i++) {
+            char ip[PATH_MAX_LEN];
+            item(ip, p, i);
+            const char *text = json_string_value(json_array_get(v, i));
+            if (!text || strlen(text) != json_string_length(json_array_get(v, i)))
+                return bad(err, ip, "must be a string");
+            if (!k && !event_type_valid(text))
+                return bad(err, ip, "\"%s\" is not a valid event type", text);
+            if (k && definition_entity_index(def, text) < 0)
+                return bad(err, ip, "unknown entity \"%s\"", text);
+            for (size_t j = 0; j < i; j++)
+                if (strcmp(list[j], text) == 0) return bad(err, ip, "\"%s\" is repeated", text);
+            if (dup_str(text, &list[i], err)) return CHR_ENOMEM;
+        }
+    }
+    return CHR_OK;
+}
+
+static bool url_valid(const char *s)
+{
+    size_t n = strncmp(s, "http://", 7) == 0 ? 7 : strncmp(s, "https://", 8) == 0 ? 8 : 0;
+    if (!n || !s[n] || strlen(s) > 2048) return false;
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f) return false;
+    return true;
+}
+
+static bool consumer_name_valid(const char *s)
+{
+    return name_valid(s) && strlen(s) <= CONSUMER_NAME_MAX;
+}
+
+static int parse_webhook(const definition_t *def, const json_t *spec, const char *path, size_t idx,
+                         webhook_def_t *w, chr_err_t *err)
+{
+    if (!json_is_object(spec)) return bad(err, path, "must be an object");
+    int rc = check_keys(spec, path, webhook_keys, "key", "", err);
+    if (rc) return rc;
+    w->timeout_ms = 10000;
+    w->max_attempts = 8;
+    w->backoff_ms = 1000;
+    w->max_backoff_ms = 300000;
+    if ((rc = parse_opt_str(spec, path, "name", consumer_name_valid,
+                            "a name matching ^[a-z][a-z0-9_]{0,47}$", &w->name, err)))
+        return rc;
+    if (!w->name) {
+        char dflt[32];
+        snprintf(dflt, sizeof dflt, "webhook_%zu", idx + 1);
+        if ((rc = dup_str(dflt, &w->name, err))) return rc;
+    }
+    if (strcmp(w->name, AUDIT_LOG_CONSUMER) == 0) {
+        char p[PATH_MAX_LEN];
+        child(p, path, "name");
+        return bad(err, p, "\"%s\" is reserved for the audit log", w->name);
+    }
+    for (size_t j = 0; j < idx; j++)
+        if (strcmp(def->webhooks[j].name, w->name) == 0) {
+            char p[PATH_MAX_LEN];
+            child(p, path, "name");
+            return bad(err, p, "\"%s\" is the name of webhooks[%zu] already", w->name, j);
+        }
+    if ((rc = parse_sink_filter(def, spec, path, &w->filter, err))) return rc;
+    if ((rc = parse_opt_str(spec, path, "url", url_valid, "an http:// or https:// URL", &w->url,
+                            err)) ||
+        (rc = parse_opt_str(spec, path, "url_env", env_name_valid,
+                            "an environment variable name (^[A-Z_][A-Z0-9_]*$)", &w->url_env,
+                            err)) ||
+        (rc = parse_opt_str(spec, path, "secret_env", env_name_valid,
+                            "an environment variable name (^[A-Z_][A-Z0-9_]*$)", &w->secret_env,
+                            err)))
+        return rc;
+    if (!w->url == !w->url_env)
+        return bad(err, path, "needs exactly one of \"url\" and \"url_env\"");
+    if ((rc = parse_opt_int(spec, path, "timeout_ms", 1, 600000, &w->timeout_ms, err)) ||
+        (rc = parse_opt_int(spec, path, "max_attempts", 1, 100, &w->max_attempts, err)) ||
+        (rc = parse_opt_int(spec, path, "backoff_ms", 1, 3600000, &w->backoff_ms, err)) ||
+        (rc = parse_opt_int(spec, path, "max_backoff_ms", 1, 86400000, &w->max_backoff_ms, err)))
+        return rc;
+    if (w->max_backoff_ms < w->backoff_ms) {
+        char p[PATH_MAX_LEN];
+        child(p, path, "max_backoff_ms");
+        return bad(err, p, "must be at least backoff_ms (%lld)", (long long)w->backoff_ms);
+    }
+    return CHR_OK;
+}
+
+static int parse_webhooks(const json_t *v, definition_t *def, chr_err_t *err)
+{
+    if (!v) return CHR_OK;
+    if (!json_is_array(v)) return bad(err, "webhooks", "must be an array of webhook objects");
+    size_t n = json_array_size(v);
+    if (n == 0) return CHR_OK;
+    def->webhooks = calloc(n, sizeof *def->webhooks);
+    if (!def->webhooks) return oom(err);
+    for (size_t i = 0; i < n; i++) {
+        char p[PATH_MAX_LEN];
+        item(p, "webhooks", i);
+        def->n_webhooks = i + 1; /* freed by definition_free even when half parsed */
+        int rc = parse_webhook(def, json_array_get(v, i), p, i, &def->webhooks[i], err);
+        if (rc) return rc;
+    }
+    return CHR_OK;
+}
+
+static int parse_audit_log(const json_t *v, definition_t *def, chr_err_t *err)
+{
+    if (!v) return CHR_OK;
+    if (!json_is_object(v)) return bad(err, "audit_log", "must be an object");
+    int rc = check_keys(v, "audit_log", audit_log_keys, "key", "", err);
+    if (rc) return rc;
+    audit_log_def_t *a = calloc(1, sizeof *a);
+    if (!a) return oom(err);
+    def->audit_log = a;
+    a->max_bytes = 10 << 20;
+    a->max_files = 5;
+    if ((rc = parse_opt_str(v, "audit_log", "path", NULL, "a file path", &a->path, err)) ||
+        (rc = parse_opt_str(v, "audit_log", "path_env", env_name_valid,
+                            "an environment variable name (^[A-Z_][A-Z0-9_]*$)", &a->path_env,
+                            err)) ||
+        (rc = parse_opt_int(v, "audit_log", "max_bytes", 1024, INT64_C(1) << 40, &a->max_bytes,
+                            err)) ||
+        (rc = parse_opt_int(v, "audit_log", "max_files", 1, 1000, &a->max_files, err)) ||
+        (rc = parse_sink_filter(def, v, "audit_log", &a->filter, err)))
+        return rc;
+    if (a->path && !a->path[0]) return bad(err, "audit_log.path", "must not be empty");
+    return a->path ? CHR_OK : dup_str("audit.log", &a->path, err);
+}
+
 int definition_load(const char *json_text, size_t len, definition_t **out, chr_err_t *err)
 {
     assert(out);
@@ -1466,6 +1701,8 @@ int definition_load(const char *json_text, size_t len, definition_t **out, chr_e
     if ((rc = parse_entities(json_object_get(root, "entities"), def, err))) goto done;
     if ((rc = parse_routes(json_object_get(root, "routes"), def, err))) goto done;
     if ((rc = parse_schedules(json_object_get(root, "schedules"), def, err))) goto done;
+    if ((rc = parse_webhooks(json_object_get(root, "webhooks"), def, err))) goto done;
+    if ((rc = parse_audit_log(json_object_get(root, "audit_log"), def, err))) goto done;
 done:
     json_decref(root);
     if (rc) {

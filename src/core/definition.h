@@ -118,6 +118,41 @@ typedef struct schedule_def {
     json_t *data;    /* owned object: the data template (constants, "$tick",
                         "$missed", "$schedule", "$key", "$row.FIELD") */
 } schedule_def_t;
+/* Which events a consumer (webhook, audit log) is given: types and entities
+ * (stream prefix "<entity>-"); an empty list does not filter. */
+typedef struct sink_filter {
+    char **types;
+    size_t n_types;
+    char **entities;
+    size_t n_entities;
+} sink_filter_t;
+
+/* A webhook (definition key `webhooks`): each matching event POSTed as
+ * JSON, signed, retried, dead-lettered (docs/worker.md). */
+typedef struct webhook_def {
+    char *name;         /* the consumer's name; default "webhook_<n>" (1-based) */
+    sink_filter_t filter;
+    char *url;          /* a literal URL, or NULL when url_env gives it */
+    char *url_env;      /* environment variable holding the URL, or NULL */
+    char *secret_env;   /* environment variable holding the HMAC secret, or NULL */
+    int64_t timeout_ms; /* per request */
+    int64_t max_attempts;
+    int64_t backoff_ms;     /* delay before the 2nd attempt; doubles after */
+    int64_t max_backoff_ms; /* cap of the delay */
+} webhook_def_t;
+
+/* The audit log (definition key `audit_log`): every matching event as a
+ * JSON line appended to a file rotated by size. */
+typedef struct audit_log_def {
+    char *path;      /* default "audit.log" (relative to the working directory) */
+    char *path_env;  /* environment variable overriding path, or NULL */
+    int64_t max_bytes; /* rotate before a line would take the file past this */
+    int64_t max_files; /* rotated files kept: path.1 .. path.<max_files> */
+    sink_filter_t filter;
+} audit_log_def_t;
+
+#define AUDIT_LOG_CONSUMER "audit_log"
+#define CONSUMER_NAME_MAX 48
 
 typedef struct definition {
     char *app;
@@ -127,6 +162,9 @@ typedef struct definition {
     size_t n_routes;
     schedule_def_t *schedules;
     size_t n_schedules;
+    webhook_def_t *webhooks;
+    size_t n_webhooks;
+    audit_log_def_t *audit_log; /* NULL when the definition has none */
 } definition_t;
 
 /* Parses and validates a definition from JSON text. On success *out is a

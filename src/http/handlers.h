@@ -2,7 +2,8 @@
  * handlers.h - the request handlers of the core API and the table that
  * routes to them (routes.c). Handler files are named for what they serve:
  * handlers_streams.c (/v1/streams/{stream}), handlers_feed.c (/v1/events),
- * handlers_ops.c (/health, /ready, /internal/health/{component}, /metrics).
+ * handlers_ops.c (/health, /ready, /internal/health/{component}, /metrics),
+ * handlers_consumers.c (/v1/consumers).
  */
 #ifndef CHRONICLE_HTTP_HANDLERS_H
 #define CHRONICLE_HTTP_HANDLERS_H
@@ -29,5 +30,9 @@ void http_handle_metrics(http_req_t *req);
 void http_handle_stream_append(http_req_t *req);
 void http_handle_stream_read(http_req_t *req);
 void http_handle_events(http_req_t *req);
+void http_handle_consumers_list(http_req_t *req);
+void http_handle_consumer_reset(http_req_t *req);
+void http_handle_consumer_dead_letters(http_req_t *req);
+void http_handle_consumer_dead_letter_retry(http_req_t *req);
 
 #endif

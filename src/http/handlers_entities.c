@@ -50,34 +50,6 @@ static void staleness_headers(http_req_t *req, const http_entity_route_t *er)
     http_req_add_header(req, "Chronicle-Projection-Lag", v);
 }
 
-/* Parses the JSON body (an empty body is NULL, fine for commands). Returns
- * false after answering when the body is not JSON. */
-static bool parse_body(http_req_t *req, json_t **out, bool required)
-{
-    *out = NULL;
-    if (!req->body || req->body_len == 0) {
-        if (!required) return true;
-        http_problem(req, HTTP_P_MALFORMED_JSON, NULL,
-                     "the body is empty; a JSON object is expected");
-        return false;
-    }
-    json_error_t je;
-    json_t *j = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
-    if (!j) {
-        http_problem(req, HTTP_P_MALFORMED_JSON, NULL,
-                     "the body is not valid JSON: %s (line %d, column %d)", je.text, je.line,
-                     je.column);
-        return false;
-    }
-    if (!json_is_object(j)) {
-        json_decref(j);
-        http_problem_field(req, HTTP_P_VALIDATION, "", "the body must be a JSON object");
-        return false;
-    }
-    *out = j;
-    return true;
-}
-
 /* If-Match: "N" (or N, or W/"N"); -1 when absent. Returns false after
  * answering 400 when it is not a version. */
 static bool parse_if_match(http_req_t *req, int64_t *out)
@@ -218,7 +190,7 @@ static void run_command(http_req_t *req, cmd_kind_t kind, bool body_required)
     json_t *body;
     int64_t if_match;
     if (!parse_if_match(req, &if_match)) return;
-    if (!parse_body(req, &body, body_required)) return;
+    if (!http_body_object(req, &body, body_required)) return;
     command_job_t *job = http_req_alloc(req, sizeof *job);
     if (!job || !http_req_on_release(req, command_free, job)) {
         json_decref(body);

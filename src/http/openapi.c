@@ -392,6 +392,48 @@ static void entity_write_schemas(gen_t *g, const entity_def_t *e)
 }
 
 /* The core schemas: events, problems, stream appends and reads, health. */
+/* The consumers of the worker role (handlers_consumers.c, docs/worker.md). */
+static void consumer_schemas(gen_t *g)
+{
+    json_t *s = g->schemas;
+    json_t *when = json_pack("{s:[o,o]}", "anyOf", string_format("date-time"), typed("null", false));
+    put(g, s, "Consumer",
+        json_pack("{s:s, s:s, s:{s:o, s:{s:s, s:[s,s]}, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
+                  "s:o, s:O, s:O}, s:[s,s,s,s,s]}",
+                  "type", "object", "description",
+                  "A durable consumer: position is its checkpoint (every event up to it is "
+                  "handled), lag the events after it up to head.",
+                  "properties", "name", typed("string", false), "kind", "type", "string", "enum",
+                  "webhook", "audit_log", "filter", typed("object", false), "position",
+                  typed("integer", false), "lag", typed("integer", false), "delivered",
+                  typed("integer", false), "dead_letters", typed("integer", false), "resets",
+                  typed("integer", false), "head", typed("integer", false), "last_error",
+                  typed("string", true), "last_error_at", when, "updated_at", when, "required",
+                  "name", "kind", "position", "lag", "last_error"));
+    json_decref(when);
+    put(g, s, "ConsumerList",
+        json_pack("{s:s, s:{s:o, s:o}, s:[s,s]}", "type", "object", "properties", "consumers",
+                  array_of(ref("schemas", "Consumer")), "head", typed("integer", false),
+                  "required", "consumers", "head"));
+    put(g, s, "ConsumerReset",
+        json_pack("{s:s, s:{s:{s:s, s:i, s:i}}, s:b}", "type", "object", "properties",
+                  "position", "type", "integer", "minimum", 0, "default", 0,
+                  "additionalProperties", 0));
+    put(g, s, "DeadLetter",
+        json_pack("{s:s, s:{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}, s:[s,s,s]}", "type",
+                  "object", "properties", "id", typed("integer", false), "position",
+                  typed("integer", false), "event_id", string_format("uuid"), "event_type",
+                  typed("string", false), "attempts", typed("integer", false), "error",
+                  typed("string", false), "retry_requested", typed("boolean", false),
+                  "created_at", string_format("date-time"), "updated_at",
+                  string_format("date-time"), "required", "id", "event_id", "error"));
+    put(g, s, "DeadLetterPage",
+        json_pack("{s:s, s:{s:o, s:o, s:o}, s:[s,s,s]}", "type", "object", "properties",
+                  "consumer", typed("string", false), "dead_letters",
+                  array_of(ref("schemas", "DeadLetter")), "next_after", typed("integer", false),
+                  "required", "consumer", "dead_letters", "next_after"));
+}
+
 static void core_schemas(gen_t *g)
 {
     json_t *s = g->schemas;
@@ -474,6 +516,7 @@ static void core_schemas(gen_t *g)
                   "in_flight", typed_desc("integer", "http: requests in flight."), "subscribers",
                   typed_desc("integer", "http: open live-feed streams."), "required", "component",
                   "status"));
+    consumer_schemas(g);
 }
 
 /* ---- shared responses, headers, parameters ------------------------------- */
@@ -803,6 +846,46 @@ static void doc_events(gen_t *g, json_t *op)
     problems(g, op, (const int[]){400, 503, 0});
 }
 
+static void doc_consumers(gen_t *g, json_t *op)
+{
+    content(g, response(g, op, 200, "The consumers the app definition declares."), JSON_MEDIA,
+            ref("schemas", "ConsumerList"));
+    problems(g, op, (const int[]){503, 0});
+}
+
+static const char consumer_desc[] = "A consumer's name (webhooks[].name, or audit_log).";
+
+static void doc_consumer_reset(gen_t *g, json_t *op)
+{
+    path_param(g, op, typed("string", false), consumer_desc);
+    request_body(g, op, "ConsumerReset", false,
+                 "The position to rewind (or move) to; no body: 0, the start of the log.");
+    content(g, response(g, op, 200, "The consumer after the reset."), JSON_MEDIA,
+            ref("schemas", "Consumer"));
+    problems(g, op, (const int[]){400, 404, 415, 422, 503, 0});
+}
+
+static void doc_dead_letters(gen_t *g, json_t *op)
+{
+    path_param(g, op, typed("string", false), consumer_desc);
+    param(g, op, "after", "query", "Dead letters with an id above this.", int_schema(g, 0, -1, 0));
+    param(g, op, "limit", "query", "Dead letters per page.",
+          int_schema(g, 1, HTTP_MAX_PAGE, HTTP_DEFAULT_PAGE));
+    content(g, response(g, op, 200, "The events the consumer gave up on, oldest first."),
+            JSON_MEDIA, ref("schemas", "DeadLetterPage"));
+    problems(g, op, (const int[]){400, 404, 503, 0});
+}
+
+static void doc_dead_letter_retry(gen_t *g, json_t *op)
+{
+    path_param(g, op, typed("string", false), "The consumer's name, then the dead letter's id.");
+    content(g, response(g, op, 202,
+                        "Marked for retry: the worker delivers it once more within a second and "
+                        "removes it from the list when that succeeds."),
+            JSON_MEDIA, ref("schemas", "DeadLetter"));
+    problems(g, op, (const int[]){404, 415, 503, 0});
+}
+
 static void doc_openapi(gen_t *g, json_t *op)
 {
     content(g, response(g, op, 200, "This document."), JSON_MEDIA, typed("object", false));
@@ -823,6 +906,14 @@ static const struct core_doc {
      doc_stream_append},
     {"GET", "/v1/streams/{stream}", "streams.read", "Read a stream", "streams", doc_stream_read},
     {"GET", "/v1/events", "events.list", "The global log, or its live feed", "events", doc_events},
+    {"GET", "/v1/consumers", "consumers.list", "Consumers with position, lag and last error",
+     "consumers", doc_consumers},
+    {"POST", "/v1/consumers/{name}/reset", "consumers.reset", "Rewind a consumer", "consumers",
+     doc_consumer_reset},
+    {"GET", "/v1/consumers/{name}/dead-letters", "consumers.deadLetters",
+     "A consumer's dead letters", "consumers", doc_dead_letters},
+    {"POST", "/v1/consumers/{name}/dead-letters/{id}/retry", "consumers.retryDeadLetter",
+     "Deliver a dead letter again", "consumers", doc_dead_letter_retry},
     {"GET", HTTP_OPENAPI_PATH, "openapi", "This OpenAPI document", "meta", doc_openapi},
 };
 

@@ -2,6 +2,7 @@
 #include "http/params.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -123,4 +124,30 @@ int http_param_names(http_req_t *req, const char *name, size_t max, const char *
     *items = list;
     *n = k;
     return 0;
+}
+
+bool http_body_object(http_req_t *req, json_t **out, bool required)
+{
+    *out = NULL;
+    if (!req->body || req->body_len == 0) {
+        if (!required) return true;
+        http_problem(req, HTTP_P_MALFORMED_JSON, NULL,
+                     "the body is empty; a JSON object is expected");
+        return false;
+    }
+    json_error_t je;
+    json_t *j = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!j) {
+        http_problem(req, HTTP_P_MALFORMED_JSON, NULL,
+                     "the body is not valid JSON: %s (line %d, column %d)", je.text, je.line,
+                     je.column);
+        return false;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        http_problem_field(req, HTTP_P_VALIDATION, "", "the body must be a JSON object");
+        return false;
+    }
+    *out = j;
+    return true;
 }

@@ -9,6 +9,7 @@
 #define CHRONICLE_HTTP_PARAMS_H
 
 #include <stddef.h>
+#include <jansson.h>
 #include <stdint.h>
 
 #include "http/request.h"
@@ -32,5 +33,11 @@ int http_param_choice(http_req_t *req, const char *name, const char *const *choi
  * arena array of arena strings, *n 0 when absent. Returns 0, or -1 after
  * answering 400. */
 int http_param_names(http_req_t *req, const char *name, size_t max, const char ***items, size_t *n);
+
+/* The request body as a JSON object: *out is a new reference, or NULL for
+ * an empty body when !required. Returns false after answering 400
+ * malformed-json (empty when required, or not JSON) or 422 (not an
+ * object). */
+bool http_body_object(http_req_t *req, json_t **out, bool required);
 
 #endif

@@ -10,6 +10,12 @@ static const http_route_t core_routes[] = {
     {"POST", "/v1/streams/{stream}", http_handle_stream_append, HTTP_ROUTE_JSON_BODY, NULL},
     {"GET", "/v1/streams/{stream}", http_handle_stream_read, 0, NULL},
     {"GET", "/v1/events", http_handle_events, 0, NULL},
+    {"GET", "/v1/consumers", http_handle_consumers_list, 0, NULL},
+    {"POST", "/v1/consumers/{name}/reset", http_handle_consumer_reset,
+     HTTP_ROUTE_JSON_BODY | HTTP_ROUTE_BODY_OPTIONAL, NULL},
+    {"GET", "/v1/consumers/{name}/dead-letters", http_handle_consumer_dead_letters, 0, NULL},
+    {"POST", "/v1/consumers/{name}/dead-letters/{id}/retry",
+     http_handle_consumer_dead_letter_retry, HTTP_ROUTE_JSON_BODY | HTTP_ROUTE_BODY_OPTIONAL, NULL},
 };
 
 const http_route_t *http_core_routes(size_t *n)

@@ -44,6 +44,7 @@
 #include "http/router.h"
 #include "util/log.h"
 #include "util/metrics.h"
+#include "worker/worker.h"
 
 #define HTTP_CONN_MEMORY (32 * 1024) /* per connection: headers + I/O buffers */
 #define HTTP_MAX_ROUTES 256
@@ -503,6 +504,7 @@ int http_serve_main(const config_t *cfg)
     store_t *reads = NULL; /* the read model's database (PROJECTION_DB_URL) */
     http_openapi_t *openapi = NULL; /* served by GET /openapi.json; outlives the daemon */
     schedules_t *schedules = NULL;  /* the worker role's scheduler; freed after the store */
+    worker_t *worker = NULL;        /* consumers of the worker role; NULL when none run here */
     if (metrics_init(HTTP_MAX_ROUTES) != 0) {
         chr_fail(&err, CHR_ENOMEM, "", "out of memory");
         fail_start("cannot start", &err);
@@ -540,6 +542,10 @@ int http_serve_main(const config_t *cfg)
     if (app) {
         ctx->engine = &app->eng;
         http_event_json_redact_with(&app->eng);
+    }
+    if (worker_start(cfg, ctx->store, app ? app->def : NULL, ctx->engine, &worker, &err)) {
+        fail_start("cannot start the consumers", &err);
+        goto out;
     }
     if (http_openapi_build(app ? app->def : NULL, app ? app->routes : NULL, ctx->auth != NULL,
                            &openapi, &err) != CHR_OK ||
@@ -616,6 +622,7 @@ out:
     if (d) MHD_stop_daemon(d);
     if (ctx->feed) http_feed_close(ctx->feed);
     /* background roles end before the stores */
+    worker_stop(worker); /* saves checkpoints while the store is open */
     schedules_stop(schedules);
     if (app) projector_stop(&app->eng);
     store_close(ctx->store); /* drains queued writes */

@@ -32,7 +32,9 @@ KANBAN = os.path.join(ROOT, "tests", "definitions", "valid", "kanban", "app.json
 CORE_ROUTES = {
     ("GET", "/health"), ("GET", "/ready"), ("GET", "/internal/health/{component}"),
     ("GET", "/metrics"), ("POST", "/v1/streams/{stream}"), ("GET", "/v1/streams/{stream}"),
-    ("GET", "/v1/events"), ("GET", "/openapi.json"),
+    ("GET", "/v1/events"), ("GET", "/openapi.json"), ("GET", "/v1/consumers"),
+    ("POST", "/v1/consumers/{name}/reset"), ("GET", "/v1/consumers/{name}/dead-letters"),
+    ("POST", "/v1/consumers/{name}/dead-letters/{id}/retry"),
 }
 
 FILTER_OPS = "eq,neq,gt,gte,lt,lte,like,in"
