@@ -6,7 +6,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 PORT ?= 8080
 
-.PHONY: run test build build-asan deps deps-test clean bench
+.PHONY: run test build build-asan deps deps-test clean bench bench-peers
 
 deps:
 	@scripts/deps.sh run
@@ -34,6 +34,10 @@ bench: build
 	./$(BUILD)/bench_append --dir $${TMPDIR:-/tmp}
 	bench/http.sh
 	bench/status-app.sh
+
+# chronicle on PostgreSQL next to the peers in ../shared/peers (bench/README.md)
+bench-peers: build
+	bench/peers.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
