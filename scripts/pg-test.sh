@@ -42,7 +42,8 @@
 # PG_TEST_KEEP=1 (run keeps the data directory), PG_TEST_LISTEN=127.0.0.1
 # (start also listens on that address, same port, and the URL is
 # postgres://postgres@127.0.0.1:PORT/postgres: for benchmarks whose clients
-# should talk TCP, as bench/peers.sh does).
+# should talk TCP, as bench/peers.sh does), PG_TEST_PRELOAD=LIBS (start sets
+# shared_preload_libraries, e.g. pg_stat_statements for bench/pg-profile.sh).
 set -euo pipefail
 shopt -s inherit_errexit # errors inside $(...) count too
 
@@ -219,6 +220,7 @@ cmd_start() {
         '' | 127.0.0.1) ;;
         *) die "PG_TEST_LISTEN may only be 127.0.0.1" ;;
     esac
+    [[ "${PG_TEST_PRELOAD:-}" =~ ^[a-z_,]*$ ]] || die "PG_TEST_PRELOAD: library names, comma-separated"
 
     if is_root; then
         ensure_user
@@ -263,6 +265,7 @@ fsync = on
 synchronous_commit = on
 max_connections = 200
 shared_buffers = 128MB
+shared_preload_libraries = '${PG_TEST_PRELOAD:-}'
 EOF
     if ! as_pg "$BINDIR/pg_ctl" start -w -t 60 -D "$HOME_DIR/data" -l "$HOME_DIR/log" >/dev/null; then
         cat "$HOME_DIR/log" >&2 || true
