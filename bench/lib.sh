@@ -98,6 +98,22 @@ machine() {
     echo "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -r)"
 }
 
+# status_app_knobs NAME: the status-app scripts' knobs with their defaults
+# (CHRONICLE_BIN as BIN, DURATION, CONNECTIONS, THREADS, TEAM_COUNT) and
+# WRK_DIR; exits 2 when DURATION is not 1s..60s.
+status_app_knobs() {
+    BIN=${CHRONICLE_BIN:-./build/chronicle}
+    DURATION=${DURATION:-10s}
+    CONNECTIONS=${CONNECTIONS:-32}
+    THREADS=${THREADS:-2}
+    export TEAM_COUNT=${TEAM_COUNT:-1000}
+    export WRK_DIR=$PWD/bench/wrk
+    case $DURATION in
+        [1-9]s | [1-5][0-9]s | 60s) ;;
+        *) echo "$1: DURATION must be 1s..60s" >&2; exit 2 ;;
+    esac
+}
+
 # status_app_workload KEY BASE: the status-app workload against the server
 # at BASE (chronicle or a peer with the same API): registers TEAM_COUNT teams
 # (curl, 8 in parallel), then one wrk phase per endpoint, whose RESULT lines

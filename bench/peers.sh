@@ -22,7 +22,9 @@
 #      50 updates, stop it by PID.
 #
 # Knobs: CHRONICLE_BIN (./build/chronicle), PEERS_DIR (../shared/peers),
-# SYSTEMS ("chronicle go-baseline emmett"), RUNS (3), DURATION (10s),
+# SYSTEMS ("chronicle go-baseline emmett"; add chronicle-sqlite for
+# chronicle on SQLite, its default store, in the same run as a yardstick
+# of how the machine's load hits it), RUNS (3), DURATION (10s),
 # CONNECTIONS (32), THREADS (2), TEAM_COUNT (1000), OUT (directory for the
 # raw results; default build/bench-peers/<UTC time>). Needs root or sudo
 # only to install missing Debian packages (scripts/deps.sh bench).
@@ -32,21 +34,12 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh bench
 . bench/lib.sh
 
-BIN=${CHRONICLE_BIN:-./build/chronicle}
+status_app_knobs peers.sh
 PEERS_DIR=${PEERS_DIR:-../shared/peers}
 SYSTEMS=${SYSTEMS:-chronicle go-baseline emmett}
 RUNS=${RUNS:-3}
-DURATION=${DURATION:-10s}
-CONNECTIONS=${CONNECTIONS:-32}
-THREADS=${THREADS:-2}
-export TEAM_COUNT=${TEAM_COUNT:-1000}
-export WRK_DIR=$PWD/bench/wrk
 export API_SECRET=${API_SECRET:-bench-secret}
 OUT=${OUT:-build/bench-peers/$(date -u +%Y%m%dT%H%M%SZ)}
-case $DURATION in
-    [1-9]s | [1-5][0-9]s | 60s) ;;
-    *) echo "peers.sh: DURATION must be 1s..60s" >&2; exit 2 ;;
-esac
 case $RUNS in
     [1-9]) ;;
     *) echo "peers.sh: RUNS must be 1..9" >&2; exit 2 ;;
@@ -58,10 +51,10 @@ OUT=$(cd "$OUT" && pwd)
 [ -x "$BIN" ] || die "$BIN not found; run 'make build' first"
 for s in $SYSTEMS; do
     case $s in
-        chronicle | go-baseline | emmett) ;;
-        *) die "unknown system '$s' in SYSTEMS (chronicle, go-baseline, emmett)" ;;
+        chronicle | chronicle-sqlite | go-baseline | emmett) ;;
+        *) die "unknown system '$s' in SYSTEMS (chronicle, chronicle-sqlite, go-baseline, emmett)" ;;
     esac
-    if [ "$s" != chronicle ] && [ ! -d "$PEERS_DIR/$s" ]; then
+    if [ "${s#chronicle}" = "$s" ] && [ ! -d "$PEERS_DIR/$s" ]; then
         die "no $PEERS_DIR/$s: set PEERS_DIR to the peers' directory (or leave $s out of SYSTEMS)"
     fi
 done
@@ -123,8 +116,12 @@ server_pid=
 start_system() { # system db: sets base and server_pid
     local db_url=$pg_base/$2 port log=$tmp/$1.log
     case $1 in
-        chronicle)
-            BENCH_DATABASE=$db_url BENCH_API_SECRET=$API_SECRET start_chronicle --app examples/status-app/app.json
+        chronicle | chronicle-sqlite)
+            rm -f "$tmp/bench.db" "$tmp/bench.db-wal" "$tmp/bench.db-shm"
+            local database=
+            [ "$1" = chronicle ] && database=$db_url
+            BENCH_DATABASE=$database BENCH_API_SECRET=$API_SECRET start_chronicle \
+                --app examples/status-app/app.json
             server_pid=$chronicle_pid
             wait_http "$base/ready" "$server_pid" || die "chronicle not ready"
             return
@@ -167,7 +164,7 @@ read -r -a order <<<"$SYSTEMS"
 for run in $(seq 1 "$RUNS"); do
     for s in "${order[@]}"; do
         db=bench_${s//-/_}
-        fresh_database "$db" >/dev/null
+        [ "$s" = chronicle-sqlite ] || fresh_database "$db" >/dev/null
         load=$(cut -d' ' -f1-3 /proc/loadavg)
         echo "== run $run: $s (load average $load)" >&2
         start_system "$s" "$db"

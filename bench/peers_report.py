@@ -24,7 +24,7 @@ def main(path):
     for r in rows:
         if r["system"] not in systems:
             systems.append(r["system"])
-    peers = [s for s in systems if s != "chronicle"]
+    peers = [s for s in systems if not s.startswith("chronicle")]
     runs = sorted({int(r["run"]) for r in rows})
 
     def cell(run, system, endpoint):

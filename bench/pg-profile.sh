@@ -19,18 +19,10 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh bench
 . bench/lib.sh
 
-BIN=${CHRONICLE_BIN:-./build/chronicle}
-DURATION=${DURATION:-10s}
-CONNECTIONS=${CONNECTIONS:-32}
-THREADS=${THREADS:-2}
-export TEAM_COUNT=${TEAM_COUNT:-1000}
-export WRK_DIR=$PWD/bench/wrk
+status_app_knobs pg-profile.sh
+[ "${DURATION%s}" -ge 4 ] || { echo "pg-profile.sh: DURATION must be 4s..60s" >&2; exit 2; }
 export API_SECRET=${API_SECRET:-bench-secret}
 OUT=${OUT:-build/pg-profile/$(date -u +%Y%m%dT%H%M%SZ)}
-case $DURATION in
-    [4-9]s | [1-5][0-9]s | 60s) ;;
-    *) echo "pg-profile.sh: DURATION must be 4s..60s" >&2; exit 2 ;;
-esac
 
 bench_init pg-profile.sh
 mkdir -p "$OUT"

@@ -21,16 +21,7 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh bench
 . bench/lib.sh
 
-BIN=${CHRONICLE_BIN:-./build/chronicle}
-DURATION=${DURATION:-10s}
-CONNECTIONS=${CONNECTIONS:-32}
-THREADS=${THREADS:-2}
-export TEAM_COUNT=${TEAM_COUNT:-1000}
-export WRK_DIR=$PWD/bench/wrk
-case $DURATION in
-    [1-9]s | [1-5][0-9]s | 60s) ;;
-    *) echo "status-app.sh: DURATION must be 1s..60s" >&2; exit 2 ;;
-esac
+status_app_knobs status-app.sh
 
 bench_init status-app.sh
 if [ $# -ge 1 ]; then
