@@ -6,7 +6,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 PORT ?= 8080
 
-.PHONY: run test build build-asan deps deps-test clean bench
+.PHONY: run test build build-asan deps deps-test clean bench bench-peers
 
 deps:
 	@scripts/deps.sh run
@@ -36,6 +36,10 @@ bench: build
 	bench/status-app.sh
 	./$(BUILD)/bench_consumer_catchup --dir $${TMPDIR:-/tmp}
 	CHRONICLE_BIN=./$(BUILD)/chronicle bench/consumer_latency.py
+
+# chronicle on PostgreSQL next to the peers in ../shared/peers (bench/README.md)
+bench-peers: build
+	bench/peers.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

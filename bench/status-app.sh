@@ -10,25 +10,18 @@
 # Usage: bench/status-app.sh            start chronicle on a fresh database
 #        bench/status-app.sh URL        use a server already running at URL
 #                                       (loopback only; API_SECRET if it needs one)
+#        bench/status-app.sh --postgres chronicle on PostgreSQL next to the peer
+#                                       implementations: runs bench/peers.sh
 # Knobs: CHRONICLE_BIN (./build/chronicle), DURATION (10s), CONNECTIONS (32),
 # THREADS (2), TEAM_COUNT (1000). Installs only through scripts/deps.sh bench.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+[ "${1:-}" = --postgres ] && exec bench/peers.sh
 scripts/deps.sh bench
 . bench/lib.sh
 
-BIN=${CHRONICLE_BIN:-./build/chronicle}
-DURATION=${DURATION:-10s}
-CONNECTIONS=${CONNECTIONS:-32}
-THREADS=${THREADS:-2}
-export TEAM_COUNT=${TEAM_COUNT:-1000}
-export TEAM_PREFIX=bench-$(date +%s)-$$
-export WRK_DIR=$PWD/bench/wrk
-case $DURATION in
-    [1-9]s | [1-5][0-9]s | 60s) ;;
-    *) echo "status-app.sh: DURATION must be 1s..60s" >&2; exit 2 ;;
-esac
+status_app_knobs status-app.sh
 
 bench_init status-app.sh
 if [ $# -ge 1 ]; then
@@ -42,21 +35,9 @@ else
     export API_SECRET=${API_SECRET:-bench-secret}
     BENCH_API_SECRET=$API_SECRET start_chronicle --app examples/status-app/app.json
 fi
-auth=()
-[ -n "${API_SECRET:-}" ] && auth=(-H "Authorization: Bearer $API_SECRET")
-curl -sf "${auth[@]}" "$base/ready" >/dev/null || die "server not ready at $base"
+curl -sf "$base/ready" >/dev/null || die "server not ready at $base"
 
-echo "== registering $TEAM_COUNT teams" >&2
-seq 0 $((TEAM_COUNT - 1)) | timeout 300 xargs -P 8 -I{} curl -s -o /dev/null -w '%{http_code}\n' \
-    "${auth[@]}" -H 'Content-Type: application/json' -X POST \
-    -d "{\"team_id\":\"$TEAM_PREFIX-{}\",\"name\":\"Team {}\",\"slack_channel\":\"#team-{}\",\"poll_schedule\":\"0 9 * * 1-5\"}" \
-    "$base/commands/register-team" >"$tmp/register.codes" || true
-registered=$(grep -c '^201$' "$tmp/register.codes" || true)
-[ "$registered" -eq "$TEAM_COUNT" ] || die "only $registered of $TEAM_COUNT teams registered"
-
-run_wrk submit "$WRK_DIR/submit_update.lua" "$base/commands/submit-update"
-run_wrk team "$WRK_DIR/get_team.lua" "$base/api/teams/x"
-run_wrk updates "$WRK_DIR/get_plain.lua" "$base/api/updates?limit=50"
+status_app_workload chronicle "$base"
 
 echo
 echo "chronicle status-app benchmark: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(machine)"
@@ -69,14 +50,14 @@ for k in submit team updates; do
         team) label="GET /api/teams/{random id}" ;;
         updates) label="GET /api/updates?limit=50" ;;
     esac
-    printf '%-36s %12s %9s %9s %9s %9s\n' "$label" "$(field $k rps)" "$(field $k p50_ms)" \
-        "$(field $k p99_ms)" "$(field $k non2xx)" "$(field $k socket_errors)"
+    printf '%-36s %12s %9s %9s %9s %9s\n' "$label" "$(field chronicle.$k rps)" "$(field chronicle.$k p50_ms)" \
+        "$(field chronicle.$k p99_ms)" "$(field chronicle.$k non2xx)" "$(field chronicle.$k socket_errors)"
 done
-bad=$(($(field submit non2xx) + $(field team non2xx) + $(field updates non2xx)))
+bad=$(($(field chronicle.submit non2xx) + $(field chronicle.team non2xx) + $(field chronicle.updates non2xx)))
 echo
 echo "non-2xx responses in total: $bad (must be 0)"
-awk -v s="$(field submit rps)" -v t="$(field team rps)" -v u="$(field updates rps)" \
-    -v p1="$(field submit p99_ms)" -v p2="$(field team p99_ms)" -v p3="$(field updates p99_ms)" 'BEGIN {
+awk -v s="$(field chronicle.submit rps)" -v t="$(field chronicle.team rps)" -v u="$(field chronicle.updates rps)" \
+    -v p1="$(field chronicle.submit p99_ms)" -v p2="$(field chronicle.team p99_ms)" -v p3="$(field chronicle.updates p99_ms)" 'BEGIN {
     printf "goal submit-update >= 20000/s: %s\n", (s >= 20000) ? "met" : "NOT met"
     printf "goal get team >= 40000/s: %s\n", (t >= 40000) ? "met" : "NOT met"
     printf "goal recent updates >= 10000/s: %s\n", (u >= 10000) ? "met" : "NOT met"

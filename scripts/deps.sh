@@ -8,7 +8,12 @@ test_pkgs="$run_pkgs libcmocka-dev python3 python3-pytest python3-requests postg
 case "${1:-run}" in
     run) pkgs=$run_pkgs ;;
     test) pkgs=$test_pkgs ;;
-    bench) pkgs="$test_pkgs wrk nginx-light" ;;
+    bench)
+        # Go, lib/pq and Node for the peers bench/peers.sh compares with;
+        # npm only where no npm comes with the installed nodejs.
+        pkgs="$test_pkgs wrk nginx-light golang-go golang-github-lib-pq-dev nodejs"
+        command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
+        ;;
     *) echo "usage: $0 run|test|bench" >&2; exit 2 ;;
 esac
 missing=""

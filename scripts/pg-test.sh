@@ -6,10 +6,11 @@
 #   scripts/pg-test.sh url DIR            prints the URL of the cluster of DIR
 #   scripts/pg-test.sh run DIR -- CMD...  start, run CMD, stop (always); exits with CMD's status
 #
-# The cluster listens on no TCP address: only on a Unix socket in a directory
-# of its own, under a private port number, so several clusters (ctest -j) and
-# any system PostgreSQL never meet. Authentication is `trust` for the
-# superuser `postgres`. fsync stays on: the durability tests need real fsync.
+# The cluster listens on no TCP address (unless PG_TEST_LISTEN): only on a
+# Unix socket in a directory of its own, under a private port number, so
+# several clusters (ctest -j) and any system PostgreSQL never meet.
+# Authentication is `trust` for the superuser `postgres`. fsync stays on:
+# the durability tests need real fsync.
 #
 # DIR (created if missing) holds the state of one cluster:
 #   DIR/home   the cluster's home: DIR itself, or a directory under /tmp when
@@ -38,7 +39,11 @@
 # CHRONICLE_PSQL the psql of the same PostgreSQL version.
 #
 # Environment: PG_BINDIR (default: the newest /usr/lib/postgresql/*/bin),
-# PG_TEST_KEEP=1 (run keeps the data directory).
+# PG_TEST_KEEP=1 (run keeps the data directory), PG_TEST_LISTEN=127.0.0.1
+# (start also listens on that address, same port, and the URL is
+# postgres://postgres@127.0.0.1:PORT/postgres: for benchmarks whose clients
+# should talk TCP, as bench/peers.sh does), PG_TEST_PRELOAD=LIBS (start sets
+# shared_preload_libraries, e.g. pg_stat_statements for bench/pg-profile.sh).
 set -euo pipefail
 shopt -s inherit_errexit # errors inside $(...) count too
 
@@ -119,6 +124,10 @@ load_state() {
 }
 
 cluster_url() {
+    if [ -s "$STATE/listen" ]; then
+        printf 'postgres://postgres@%s:%s/postgres\n' "$(cat "$STATE/listen")" "$PORT"
+        return
+    fi
     printf 'postgres://postgres@/postgres?host=%s&port=%s\n' "$(uri_encode "$HOME_DIR")" "$PORT"
 }
 
@@ -206,7 +215,12 @@ cmd_start() {
         stop_server
         remove_cluster
     fi
-    rm -f -- "$STATE/home" "$STATE/port" "$STATE/pid" "$STATE/log"
+    rm -f -- "$STATE/home" "$STATE/port" "$STATE/pid" "$STATE/log" "$STATE/listen"
+    case ${PG_TEST_LISTEN:-} in
+        '' | 127.0.0.1) ;;
+        *) die "PG_TEST_LISTEN may only be 127.0.0.1" ;;
+    esac
+    [[ "${PG_TEST_PRELOAD:-}" =~ ^[a-z_,]*$ ]] || die "PG_TEST_PRELOAD: library names, comma-separated"
 
     if is_root; then
         ensure_user
@@ -230,6 +244,9 @@ cmd_start() {
     fi
     printf '%s\n' "$HOME_DIR" >"$STATE/home"
     printf '%s\n' "$PORT" >"$STATE/port"
+    if [ -n "${PG_TEST_LISTEN:-}" ]; then
+        printf '%s\n' "$PG_TEST_LISTEN" >"$STATE/listen"
+    fi
 
     if ! as_pg "$BINDIR/initdb" -D "$HOME_DIR/data" -A trust -U postgres -E UTF8 --locale=C.UTF-8 \
         >"$STATE/initdb.log" 2>&1; then
@@ -241,13 +258,14 @@ cmd_start() {
     cat >>"$HOME_DIR/data/postgresql.conf" <<EOF
 
 # scripts/pg-test.sh: a private, socket-only test server
-listen_addresses = ''
+listen_addresses = '${PG_TEST_LISTEN:-}'
 port = $PORT
 unix_socket_directories = '$HOME_DIR'
 fsync = on
 synchronous_commit = on
 max_connections = 200
 shared_buffers = 128MB
+shared_preload_libraries = '${PG_TEST_PRELOAD:-}'
 EOF
     if ! as_pg "$BINDIR/pg_ctl" start -w -t 60 -D "$HOME_DIR/data" -l "$HOME_DIR/log" >/dev/null; then
         cat "$HOME_DIR/log" >&2 || true
