@@ -19,14 +19,15 @@ import json
 import os
 import threading
 import time
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
 import urllib3
 
-from conftest import (SOURCE_DIR, SSE, check_problem_body, ev, expect_json, expect_problem, new_id, psql_db,
+from conftest import (PG_URL, SOURCE_DIR, SSE, check_problem_body, ev, expect_json, expect_problem, new_id, psql_db,
                       stream_path, wait_until)
 
+PG_HOST = parse_qs(urlsplit(PG_URL).query).get("host", ["/nonexistent"])[0]  # the socket directory
 APP = os.path.join(SOURCE_DIR, "tests", "api", "apps", "entities.json")
 JSON = {"Content-Type": "application/json"}
 APPENDERS = 6
@@ -203,6 +204,8 @@ def test_database_outage_under_load(shared_database, instances, cluster):
             wait_until(lambda: srv.get("/ready").status_code == 503, 30, msg="/ready 503")
             details = probe_down(srv)
             assert all("PostgreSQL" in d and "unavailable" in d for d in details), details
+            # Clients are told why, not where the database server lives.
+            assert not any(PG_HOST in d or ".s.PGSQL" in d for d in details), details
         # The outage lasts long enough for every connection's reconnect
         # attempts to fail a few times and back off.
         wait_until(lambda: load.count(503, since=down_at) >= 200 and time.monotonic() - down_at >= 1.5, 30,
@@ -220,6 +223,14 @@ def test_database_outage_under_load(shared_database, instances, cluster):
         load.finish()
     assert not load.unexpected, load.unexpected[:5]
     assert [s.proc.pid for s in srvs] == pids and all(s.alive() and s.runs == 1 for s in srvs), "restarted"
+
+    # The operator's log says when each instance's writer lost PostgreSQL
+    # (with libpq's whole message) and got it back, once each.
+    for srv in srvs:
+        logged = [(r["msg"], r.get("error", "")) for r in srv.log_records() if isinstance(r, dict)
+                  and r.get("connection") == "writer" and r.get("msg", "").startswith("PostgreSQL connection")]
+        assert [m for m, _ in logged] == ["PostgreSQL connection lost", "PostgreSQL connection restored"], logged
+        assert logged[0][1], logged
 
     # No write sent once the server was gone and answered before it was
     # back was acknowledged: whatever got 2xx then had not been stored.
