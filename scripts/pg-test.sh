@@ -11,7 +11,13 @@
 # The cluster listens on no TCP address: only on a Unix socket in a directory
 # of its own, under a private port number, so several clusters (ctest -j) and
 # any system PostgreSQL never meet. Authentication is `trust` for the
-# superuser `postgres`. fsync stays on: the durability tests need real fsync.
+# superuser `postgres`. synchronous_commit is always on (a commit returns once
+# its WAL is written). fsync is on unless PG_TEST_FSYNC=off: the CTest
+# entries turn it off, because no test crashes the machine, the only failure
+# fsync guards against (a killed client, or a killed or stopped server, loses
+# nothing the kernel already holds), while on a shared virtual disk the WAL
+# flush of every commit was most of the store suite's time. Keep it on for
+# anything measured (benchmarks).
 #
 # DIR (created if missing) holds the state of one cluster:
 #   DIR/home   the cluster's home: DIR itself, or a directory under /tmp when
@@ -48,7 +54,8 @@
 # cluster's user, which pause and resume take care of.
 #
 # Environment: PG_BINDIR (default: the newest /usr/lib/postgresql/*/bin),
-# PG_TEST_KEEP=1 (run keeps the data directory).
+# PG_TEST_KEEP=1 (run keeps the data directory), PG_TEST_FSYNC=on|off (the
+# server's fsync setting at start; default on).
 set -euo pipefail
 shopt -s inherit_errexit # errors inside $(...) count too
 
@@ -207,7 +214,11 @@ remove_cluster() {
 }
 
 cmd_start() {
-    local dir=$1 socket
+    local dir=$1 socket fsync=${PG_TEST_FSYNC:-on}
+    case "$fsync" in
+        on | off) ;;
+        *) die "PG_TEST_FSYNC=$fsync: expected on or off" ;;
+    esac
     find_bindir
     mkdir -p -- "$dir"
     STATE=$(cd "$dir" && pwd)
@@ -256,7 +267,7 @@ cmd_start() {
 listen_addresses = ''
 port = $PORT
 unix_socket_directories = '$HOME_DIR'
-fsync = on
+fsync = $fsync
 synchronous_commit = on
 max_connections = 200
 shared_buffers = 128MB
