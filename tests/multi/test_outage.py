@@ -258,6 +258,9 @@ def test_database_outage_under_load(shared_database, instances, cluster):
 
     items_acked = [b for _, _, st, b in load.items if st == 201]
     assert items_acked and load.count(503) > 0
+    stored_versions = {(e["stream"], e["version"]) for e in log}
+    lost = [b["id"] for b in items_acked if (f"items-{b['id']}", b["version"]) not in stored_versions]
+    assert not lost, f"{len(lost)} acknowledged commands lost, e.g. {lost[:3]}"
     for b in items_acked[:: max(1, len(items_acked) // 50)] + items_acked[-5:]:
         got = expect_json(srvs[1].get(f"/v1/items/{quote(b['id'], safe='')}"), 200)
         assert (got["title"], got["version"]) == (b["title"], b["version"])
