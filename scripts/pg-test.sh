@@ -4,13 +4,20 @@
 #   scripts/pg-test.sh start DIR          fresh cluster in DIR, started; prints its URL
 #   scripts/pg-test.sh stop DIR           stops the cluster of DIR (by its recorded PID)
 #   scripts/pg-test.sh url DIR            prints the URL of the cluster of DIR
+#   scripts/pg-test.sh pause DIR          stops the server of DIR (by its PID), keeping the cluster
+#   scripts/pg-test.sh resume DIR         starts the paused server of DIR again (same data, port, socket)
 #   scripts/pg-test.sh run DIR -- CMD...  start, run CMD, stop (always); exits with CMD's status
 #
 # The cluster listens on no TCP address (unless PG_TEST_LISTEN): only on a
 # Unix socket in a directory of its own, under a private port number, so
 # several clusters (ctest -j) and any system PostgreSQL never meet.
-# Authentication is `trust` for the superuser `postgres`. fsync stays on:
-# the durability tests need real fsync.
+# Authentication is `trust` for the superuser `postgres`. synchronous_commit
+# is always on (a commit returns once its WAL is written). fsync is on unless
+# PG_TEST_FSYNC=off: the CTest entries turn it off, because no test crashes
+# the machine, the only failure fsync guards against (a killed client, or a
+# killed or stopped server, loses nothing the kernel already holds), while
+# on a shared virtual disk the WAL flush of every commit was most of the
+# store suite's time. Keep it on for anything measured (benchmarks).
 #
 # DIR (created if missing) holds the state of one cluster:
 #   DIR/home   the cluster's home: DIR itself, or a directory under /tmp when
@@ -36,10 +43,19 @@
 # start and url print the cluster's URL,
 #   postgres://postgres@/postgres?host=HOME&port=PORT
 # and run gives CMD it in CHRONICLE_TEST_STORE_URL and CHRONICLE_PG_URL, with
-# CHRONICLE_PSQL the psql of the same PostgreSQL version.
+# CHRONICLE_PSQL the psql of the same PostgreSQL version. For tests that take
+# the database away (an outage), run also exports CHRONICLE_PG_TEST (this
+# script) and CHRONICLE_PG_DIR (DIR): `$CHRONICLE_PG_TEST pause $CHRONICLE_PG_DIR`
+# stops the server as `stop` does (pg_ctl stop -m fast, then signals to the
+# recorded PID alone) but keeps the cluster; `resume` starts it again with
+# pg_ctl and records the new PID, which the final stop of `run` then uses.
+# CHRONICLE_PG_DATA (the data directory) and CHRONICLE_PG_CTL (pg_ctl) are
+# exported too, for a look; as root the server's commands must run as the
+# cluster's user, which pause and resume take care of.
 #
 # Environment: PG_BINDIR (default: the newest /usr/lib/postgresql/*/bin),
-# PG_TEST_KEEP=1 (run keeps the data directory), PG_TEST_LISTEN=127.0.0.1
+# PG_TEST_KEEP=1 (run keeps the data directory), PG_TEST_FSYNC=on|off (the
+# server's fsync setting at start; default on), PG_TEST_LISTEN=127.0.0.1
 # (start also listens on that address, same port, and the URL is
 # postgres://postgres@127.0.0.1:PORT/postgres: for benchmarks whose clients
 # should talk TCP, as bench/peers.sh does), PG_TEST_PRELOAD=LIBS (start sets
@@ -48,6 +64,8 @@ set -euo pipefail
 shopt -s inherit_errexit # errors inside $(...) count too
 
 readonly PG_USER_NAME=chronicle-test
+SCRIPT=$(realpath "$0")
+readonly SCRIPT
 readonly STOP_DEADLINE=60 # seconds for a server to exit once told to
 
 die() {
@@ -56,7 +74,7 @@ die() {
 }
 
 usage() {
-    echo "usage: $0 start DIR | stop DIR | url DIR | run DIR -- CMD [ARG...]" >&2
+    echo "usage: $0 start DIR | stop DIR | url DIR | pause DIR | resume DIR | run DIR -- CMD [ARG...]" >&2
     exit 2
 }
 
@@ -204,7 +222,11 @@ remove_cluster() {
 }
 
 cmd_start() {
-    local dir=$1 socket
+    local dir=$1 socket fsync=${PG_TEST_FSYNC:-on}
+    case "$fsync" in
+        on | off) ;;
+        *) die "PG_TEST_FSYNC=$fsync: expected on or off" ;;
+    esac
     find_bindir
     mkdir -p -- "$dir"
     STATE=$(cd "$dir" && pwd)
@@ -261,7 +283,7 @@ cmd_start() {
 listen_addresses = '${PG_TEST_LISTEN:-}'
 port = $PORT
 unix_socket_directories = '$HOME_DIR'
-fsync = on
+fsync = $fsync
 synchronous_commit = on
 max_connections = 200
 shared_buffers = 128MB
@@ -285,6 +307,28 @@ cmd_stop() {
     fi
 }
 
+cmd_pause() {
+    find_bindir
+    load_state "$1"
+    stop_server
+}
+
+cmd_resume() {
+    local data
+    find_bindir
+    load_state "$1"
+    data="$HOME_DIR/data"
+    [ -d "$data" ] || die "$STATE: the cluster's data directory is gone"
+    if [ -f "$STATE/pid" ] && is_our_postmaster "$(cat "$STATE/pid")" "$data"; then
+        die "$STATE: the server is running (pid $(cat "$STATE/pid"))"
+    fi
+    if ! as_pg "$BINDIR/pg_ctl" start -w -t 60 -D "$data" -l "$HOME_DIR/log" >/dev/null; then
+        tail -n 20 "$HOME_DIR/log" >&2 || true
+        die "pg_ctl start failed (server log above)"
+    fi
+    head -n 1 "$data/postmaster.pid" >"$STATE/pid"
+}
+
 cmd_url() {
     load_state "$1"
     cluster_url
@@ -305,7 +349,9 @@ cmd_run() {
     url=$(cmd_start "$dir")
     load_state "$dir"
     status=0
-    CHRONICLE_TEST_STORE_URL=$url CHRONICLE_PG_URL=$url CHRONICLE_PSQL="$BINDIR/psql" "$@" || status=$?
+    CHRONICLE_TEST_STORE_URL=$url CHRONICLE_PG_URL=$url CHRONICLE_PSQL="$BINDIR/psql" \
+        CHRONICLE_PG_TEST="$SCRIPT" CHRONICLE_PG_DIR="$STATE" \
+        CHRONICLE_PG_DATA="$HOME_DIR/data" CHRONICLE_PG_CTL="$BINDIR/pg_ctl" "$@" || status=$?
     stop_server
     trap - EXIT INT TERM
     if [ "$status" -eq 0 ] && [ "${PG_TEST_KEEP:-}" != 1 ]; then
@@ -321,6 +367,8 @@ case "$1" in
     start) [ $# -eq 2 ] || usage; cmd_start "$2" ;;
     stop) [ $# -eq 2 ] || usage; cmd_stop "$2" ;;
     url) [ $# -eq 2 ] || usage; cmd_url "$2" ;;
+    pause) [ $# -eq 2 ] || usage; cmd_pause "$2" ;;
+    resume) [ $# -eq 2 ] || usage; cmd_resume "$2" ;;
     run) shift; cmd_run "$@" ;;
     *) usage ;;
 esac

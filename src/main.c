@@ -14,6 +14,7 @@
 #include "http/server.h"
 #include "store/store.h"
 #include "util/config.h"
+#include "util/url.h"
 
 #define EXIT_USAGE 2
 
@@ -314,8 +315,10 @@ static int cmd_stats(config_t *cfg, int argc, char **argv, bool json)
         fprintf(stderr, "chronicle stats: %s\n", err.msg);
         return 1;
     }
+    char url[sizeof cfg->database_url];
+    url_redact(cfg->database_url, url, sizeof url);
     if (json) {
-        json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:i, s:I}", "database", cfg->database_url,
+        json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:i, s:I}", "database", url,
                               "events", (json_int_t)st.events, "streams", (json_int_t)st.streams,
                               "head_position", (json_int_t)st.head_position, "schema_version",
                               st.schema_version, "bytes", (json_int_t)st.bytes);
@@ -326,7 +329,7 @@ static int cmd_stats(config_t *cfg, int argc, char **argv, bool json)
     } else {
         printf("database        %s\nevents          %lld\nstreams         %lld\n"
                "head position   %lld\nschema version  %d\nsize on disk    %lld bytes\n",
-               cfg->database_url, (long long)st.events, (long long)st.streams,
+               url, (long long)st.events, (long long)st.streams,
                (long long)st.head_position, st.schema_version, (long long)st.bytes);
     }
     return 0;

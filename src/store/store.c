@@ -12,6 +12,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "util/url.h"
+
 typedef struct listener {
     store_commit_fn fn;
     void *user;
@@ -54,10 +56,11 @@ int store_open(const char *url, const store_options_t *opts, store_t **out, chr_
     } else if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0) {
         postgres = true;
     } else if (strstr(url, "://")) {
+        char shown[512];
         return chr_fail(err, CHR_EINVAL, "DATABASE_URL",
                         "unknown database URL scheme in \"%s\"; expected sqlite:PATH or "
                         "postgres://...",
-                        url);
+                        url_redact(url, shown, sizeof shown));
     }
     if (!*path) return chr_fail(err, CHR_EINVAL, "DATABASE_URL", "sqlite: URL has an empty path");
 

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "util/url.h"
+
 typedef enum opt_kind { OPT_STR, OPT_INT, OPT_SIZE, OPT_SYNC, OPT_LISTEN, OPT_CHOICE } opt_kind_t;
 
 typedef struct opt {
@@ -229,8 +231,10 @@ void config_print(const config_t *cfg, FILE *out)
         case OPT_CHOICE:
             if (o->secret)
                 mask_secrets(base + o->offset, val, sizeof val);
+            else if (*(base + o->offset))
+                url_redact(base + o->offset, val, sizeof val); /* URLs without passwords */
             else
-                snprintf(val, sizeof val, "%s", *(base + o->offset) ? base + o->offset : "(unset)");
+                snprintf(val, sizeof val, "(unset)");
             break;
         case OPT_INT: snprintf(val, sizeof val, "%d", *(const int *)(base + o->offset)); break;
         case OPT_SIZE: snprintf(val, sizeof val, "%zu", *(const size_t *)(base + o->offset)); break;

@@ -143,13 +143,16 @@ class Server:
     cluster (kept across restart(), dropped by close()). Only ever signals
     its own process, by PID."""
 
-    def __init__(self, args=(), env=None, heartbeat_ms=200, name="srv"):
+    def __init__(self, args=(), env=None, heartbeat_ms=200, name="srv", pg_database=None):
         os.makedirs(TMP_ROOT, exist_ok=True)
         self.dir = tempfile.mkdtemp(prefix=f"{name}-", dir=TMP_ROOT)
         self.backend = TEST_DATABASE
+        # pg_database: an existing PostgreSQL database to share with other
+        # servers (several instances); the caller owns and drops it.
+        self.owns_database = pg_database is None
         if self.backend == "postgres":
             self.db_path = None
-            self.pg_database = create_pg_database(name)
+            self.pg_database = pg_database or create_pg_database(name)
             self.database = pg_database_url(self.pg_database)
         else:
             self.db_path = os.path.join(self.dir, "chronicle.db")
@@ -291,7 +294,7 @@ class Server:
         ok = self.killed or rc == 0
         if ok and not KEEP_TMP:
             shutil.rmtree(self.dir, ignore_errors=True)
-            if self.pg_database:
+            if self.pg_database and self.owns_database:
                 drop_pg_database(self.pg_database)
         if not ok:
             how = "died during the test" if died is not None else "exited on SIGTERM"

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "store/postgres/pg_internal.h"
+#include "util/log.h"
 
 #define PG_RETRY_MS 250        /* between reconnect attempts of one connection */
 #define PG_STMT_CACHE_MAX 2000 /* prepared statements per session before DEALLOCATE ALL */
@@ -97,6 +98,45 @@ static void one_line(char *out, size_t size, const char *msg)
     out[o] = '\0';
 }
 
+/* What a client may be told of a failed connect: libpq's first line
+ * without its "connection to server on socket \"/path\" failed: " or "...
+ * at \"host\" (address), port N failed: " part, which names the server, and
+ * without the hints on the following lines. */
+static void client_reason(char *out, size_t size, const char *msg)
+{
+    static const char prefix[] = "connection to server ";
+    static const char failed[] = "failed: ";
+    size_t len = strcspn(msg, "\n");
+    if (strncmp(msg, prefix, sizeof prefix - 1) == 0) {
+        const char *f = strstr(msg, failed);
+        if (f && (size_t)(f - msg) < len) {
+            len -= (size_t)(f + sizeof failed - 1 - msg);
+            msg = f + sizeof failed - 1;
+        }
+    }
+    char line[256];
+    snprintf(line, sizeof line, "%.*s", (int)len, msg);
+    one_line(out, size, line);
+    if (!out[0]) snprintf(out, size, "cannot connect");
+}
+
+/* Records a failed connect: the reason, the next attempt's time, and, when
+ * a connection that had worked goes down, one log line with libpq's whole
+ * message for the operator (a first connect that fails is the caller's to
+ * report). */
+static void connect_failed(pg_conn_t *c, int64_t now, const char *why)
+{
+    one_line(c->last_error, sizeof c->last_error, why);
+    client_reason(c->reason, sizeof c->reason, why);
+    c->broken = true;
+    c->retry_at_ms = now + PG_RETRY_MS;
+    if (!c->down && c->generation > 0) {
+        log_at(LOG_WARN, "PostgreSQL connection lost", LOG_S("connection", c->role),
+               LOG_S("error", c->last_error));
+        c->down = true;
+    }
+}
+
 static void ignore_notice(void *arg, const char *message)
 {
     (void)arg;
@@ -113,7 +153,7 @@ int pg_conn_ensure(pg_conn_t *c, chr_err_t *err)
                         c->role);
     int64_t now = pg_mono_ms();
     if (now < c->retry_at_ms)
-        return chr_fail(err, CHR_EUNAVAILABLE, "", "PostgreSQL is unavailable: %s", c->last_error);
+        return chr_fail(err, CHR_EUNAVAILABLE, "", "PostgreSQL is unavailable: %s", c->reason);
     if (c->pg) {
         PQreset(c->pg);
     } else {
@@ -135,25 +175,23 @@ int pg_conn_ensure(pg_conn_t *c, chr_err_t *err)
             PGresult *r = PQexec(c->pg, c->setup_sql);
             if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
                 const char *m = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-                one_line(c->last_error, sizeof c->last_error, m ? m : PQerrorMessage(c->pg));
+                connect_failed(c, now, m ? m : PQerrorMessage(c->pg));
                 PQclear(r);
-                c->broken = true;
-                c->retry_at_ms = now + PG_RETRY_MS;
                 return chr_fail(err, CHR_EUNAVAILABLE, "",
                                 "PostgreSQL: setting up the %s "
                                 "connection failed: %s",
-                                c->role, c->last_error);
+                                c->role, c->reason);
             }
             PQclear(r);
         }
         c->broken = false;
         c->generation++;
+        if (c->down) log_at(LOG_INFO, "PostgreSQL connection restored", LOG_S("connection", c->role));
+        c->down = false;
         return CHR_OK;
     }
-    one_line(c->last_error, sizeof c->last_error, why);
-    c->broken = true;
-    c->retry_at_ms = now + PG_RETRY_MS;
-    return chr_fail(err, CHR_EUNAVAILABLE, "", "PostgreSQL is unavailable: %s", c->last_error);
+    connect_failed(c, now, why);
+    return chr_fail(err, CHR_EUNAVAILABLE, "", "PostgreSQL is unavailable: %s", c->reason);
 }
 
 int pg_conn_fail(pg_conn_t *c, const PGresult *r, const char *what, chr_err_t *err)

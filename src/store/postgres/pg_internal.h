@@ -68,7 +68,9 @@ typedef struct pg_conn {
     bool in_tx;           /* last seen inside a transaction: a lost connection must not be
                              silently replaced mid-transaction (pg_conn_end_tx clears it) */
     int64_t retry_at_ms;  /* monotonic: no reconnect attempt before this */
-    char last_error[256]; /* why the last connect failed */
+    char last_error[256]; /* why the last connect failed, as libpq said it (for the log) */
+    char reason[128];     /* the same without server addresses or socket paths (for clients) */
+    bool down;            /* a working connection was lost and not regained yet (logged once) */
     char sqlstate[6];     /* SQLSTATE of the last failed statement, "" if none */
     uint64_t generation;  /* bumped on every successful (re)connect */
 } pg_conn_t;
