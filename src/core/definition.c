@@ -33,7 +33,9 @@
 #define ROUTE_MAX_LIMIT 1000
 #define ROUTE_DEFAULT_LIMIT 50
 
-static const char *const top_keys[] = {"app", "entities", "routes", NULL};
+static const char *const top_keys[] = {"app", "entities", "routes", "auth", NULL};
+static const char *const auth_keys[] = {"users", "api_keys", NULL};
+static const char *const api_key_keys[] = {"name", "key_env", "roles", "tenant_id", NULL};
 static const char *const entity_keys[] = {
     "key", "fields", "operations", "events", "commands", "recreate_after_delete", NULL};
 static const char *const field_options[] = {"type",       "required", "default", "unique",
@@ -257,6 +259,8 @@ void definition_free(definition_t *def)
     for (size_t i = 0; i < def->n_routes; i++)
         route_free(&def->routes[i]);
     free(def->routes);
+    free(def->auth.users);
+    json_decref(def->auth.api_keys);
     free(def);
 }
 
@@ -354,7 +358,9 @@ static int parse_enum_values(const json_t *v, const char *path, field_def_t *f, 
 static const char *option_restriction(const char *opt, field_type_t t)
 {
     if (strcmp(opt, "max_length") == 0)
-        return (t == FT_STRING || t == FT_TEXT || t == FT_EMAIL) ? NULL : "string, text and email";
+        return (t == FT_STRING || t == FT_TEXT || t == FT_EMAIL || t == FT_PASSWORD)
+                   ? NULL
+                   : "string, text, email and password";
     if (strcmp(opt, "min") == 0 || strcmp(opt, "max") == 0)
         return (t == FT_INTEGER || t == FT_NUMBER) ? NULL : "integer and number";
     if (strcmp(opt, "values") == 0) return t == FT_ENUM ? NULL : "enum";
@@ -387,6 +393,21 @@ static int parse_field(const char *name, const json_t *spec, const char *path, f
                    json_string_value(type));
     if (kind == FIELD_KEY && f->type != FT_STRING)
         return bad(err, p, "must be \"string\": this field is the entity's key");
+    if (kind == FIELD_INPUT && f->type == FT_PASSWORD)
+        return bad(err, p, "password fields cannot be command inputs");
+    if (f->type == FT_PASSWORD) {
+        const json_t *pv = json_object_get(spec, "private");
+        child(p, path, "private");
+        if (pv && !json_is_true(pv))
+            return bad(err, p, "password fields are always private");
+        child(p, path, "unique");
+        if (json_is_true(json_object_get(spec, "unique")))
+            return bad(err, p, "not allowed for password fields");
+        child(p, path, "default");
+        if (json_object_get(spec, "default"))
+            return bad(err, p, "not allowed for password fields");
+        child(p, path, "type");
+    }
 
     const char *opt;
     const json_t *v;
@@ -466,6 +487,7 @@ static int parse_field(const char *name, const json_t *spec, const char *path, f
         return bad(err, p, "must not be less than min");
     }
     if (kind == FIELD_KEY) f->unique = f->immutable = true;
+    if (f->type == FT_PASSWORD) f->is_private = true;
     if (!f->has_max_length && field_max_length(f) > 0) {
         /* make the type default explicit for everyone reading the model */
         f->max_length = field_max_length(f);
@@ -678,6 +700,7 @@ static int parse_when(const json_t *v, const char *path, const entity_def_t *e, 
         child(p, path, k);
         const field_def_t *f = entity_field_or_key(e, k);
         if (!f) return bad(err, p, "unknown field \"%s\" of %s", k, e->name);
+        if (f->type == FT_PASSWORD) return bad(err, p, "cannot test password field \"%s\"", k);
         if (!json_is_null(val) && !field_check_value(f, val, msg, sizeof msg))
             return bad(err, p, "%s", msg);
     }
@@ -706,6 +729,8 @@ static int parse_set(const json_t *v, const char *path, const entity_def_t *e, c
         const field_def_t *f = entity_field(e, k);
         if (!f) return bad(err, p, "unknown field \"%s\" of %s", k, e->name);
         if (f->immutable) return bad(err, p, "field \"%s\" is immutable", k);
+        if (f->type == FT_PASSWORD)
+            return bad(err, p, "password field \"%s\" cannot be set by a command", k);
         const char *s = json_string_value(val);
         if (s && s[0] == '$') {
             if (strcmp(s, "$now") == 0) {
@@ -1104,6 +1129,8 @@ static int parse_filters(const json_t *v, const char *where, const entity_def_t 
         const field_def_t *f = entity_field_or_key(e, k);
         if (!f) return bad(err, p, "unknown field \"%s\" of %s", k, e->name);
         if (f->type == FT_JSON) return bad(err, p, "cannot filter on json field \"%s\"", k);
+        if (f->type == FT_PASSWORD)
+            return bad(err, p, "cannot filter on password field \"%s\"", k);
         if (json_is_null(val)) return bad(err, p, "must not be null");
         if (!field_check_value(f, val, msg, sizeof msg)) return bad(err, p, "%s", msg);
     }
@@ -1269,6 +1296,84 @@ static int parse_routes(const json_t *v, definition_t *def, chr_err_t *err)
     return CHR_OK;
 }
 
+/* ---- auth ------------------------------------------------------------------ */
+
+/* "users": an entity with an email field (type email, unique) and a
+ * password field (type password). */
+static int parse_auth_users(const json_t *v, definition_t *def, chr_err_t *err)
+{
+    const char *name = json_string_value(v);
+    if (!name) return bad(err, "auth.users", "must be the name of an entity");
+    int idx = definition_entity_index(def, name);
+    if (idx < 0) return bad(err, "auth.users", "unknown entity \"%s\"", name);
+    const entity_def_t *e = &def->entities[idx];
+    const field_def_t *email = entity_field(e, "email");
+    if (!email || email->type != FT_EMAIL || !email->unique)
+        return bad(err, "auth.users",
+                   "entity \"%s\" needs a field \"email\" of type email with \"unique\": true",
+                   name);
+    const field_def_t *pw = entity_field(e, "password");
+    if (!pw || pw->type != FT_PASSWORD)
+        return bad(err, "auth.users", "entity \"%s\" needs a field \"password\" of type password",
+                   name);
+    def->auth.users_entity = idx;
+    return dup_str(name, &def->auth.users, err);
+}
+
+/* "api_keys": [{"name", "key_env", "roles"?, "tenant_id"?}]. Keys are
+ * never written in a definition (it is checked in): only the name of the
+ * environment variable that holds one. */
+static int parse_api_keys(const json_t *v, definition_t *def, chr_err_t *err)
+{
+    if (!json_is_array(v)) return bad(err, "auth.api_keys", "must be an array of keys");
+    size_t i;
+    const json_t *k;
+    json_array_foreach(v, i, k) {
+        char p[PATH_MAX_LEN], q[PATH_MAX_LEN];
+        item(p, "auth.api_keys", i);
+        if (!json_is_object(k))
+            return bad(err, p, "must be an object {\"name\", \"key_env\", \"roles\", \"tenant_id\"}");
+        int rc = check_keys(k, p, api_key_keys, "member", "", err);
+        if (rc) return rc;
+        static const char *const required[] = {"name", "key_env", NULL};
+        for (size_t r = 0; required[r]; r++) {
+            const json_t *s = json_object_get(k, required[r]);
+            child(q, p, required[r]);
+            if (!json_is_string(s) || json_string_length(s) == 0 || json_string_length(s) > 127)
+                return bad(err, q, "is required: a string of 1-127 characters");
+        }
+        const json_t *roles = json_object_get(k, "roles");
+        child(q, p, "roles");
+        size_t j;
+        const json_t *r;
+        if (roles && !json_is_array(roles)) return bad(err, q, "must be an array of role names");
+        json_array_foreach(roles, j, r) {
+            if (!json_is_string(r) || json_string_length(r) == 0)
+                return bad(err, q, "must be an array of role names");
+        }
+        const json_t *t = json_object_get(k, "tenant_id");
+        child(q, p, "tenant_id");
+        if (t && (!json_is_string(t) || json_string_length(t) == 0))
+            return bad(err, q, "must be a non-empty string");
+    }
+    def->auth.api_keys = json_deep_copy(v);
+    return def->auth.api_keys ? CHR_OK : oom(err);
+}
+
+static int parse_auth(const json_t *v, definition_t *def, chr_err_t *err)
+{
+    def->auth.users_entity = -1;
+    if (!v) return CHR_OK;
+    if (!json_is_object(v))
+        return bad(err, "auth", "must be an object with \"users\" and/or \"api_keys\"");
+    int rc = check_keys(v, "auth", auth_keys, "key", "", err);
+    if (!rc && json_object_get(v, "users"))
+        rc = parse_auth_users(json_object_get(v, "users"), def, err);
+    if (!rc && json_object_get(v, "api_keys"))
+        rc = parse_api_keys(json_object_get(v, "api_keys"), def, err);
+    return rc;
+}
+
 /* ---- loading --------------------------------------------------------------- */
 
 static int parse_app(const json_t *v, definition_t *def, chr_err_t *err)
@@ -1307,6 +1412,7 @@ int definition_load(const char *json_text, size_t len, definition_t **out, chr_e
     if ((rc = parse_app(json_object_get(root, "app"), def, err))) goto done;
     if ((rc = parse_entities(json_object_get(root, "entities"), def, err))) goto done;
     if ((rc = parse_routes(json_object_get(root, "routes"), def, err))) goto done;
+    if ((rc = parse_auth(json_object_get(root, "auth"), def, err))) goto done;
 done:
     json_decref(root);
     if (rc) {

@@ -30,10 +30,11 @@ typedef enum field_type {
     FT_REF,       /* the key of an entity of `to`, checked in the same transaction */
     FT_CRON,      /* a 5-field cron expression */
     FT_EMAIL,     /* an e-mail address (local@domain), compared case-insensitively */
+    FT_PASSWORD,  /* a secret: checked as text, stored as an Argon2id hash, always private */
 } field_type_t;
 
 #define FIELD_TYPE_NAMES                                                                        \
-    "string, text, integer, number, boolean, timestamp, enum, json, ref, cron, email"
+    "string, text, integer, number, boolean, timestamp, enum, json, ref, cron, email, password"
 
 typedef struct field_def {
     char *name;
@@ -102,12 +103,21 @@ typedef struct route_def {
     size_t n_fields;
 } route_def_t;
 
+/* The definition's "auth" section (all optional). */
+typedef struct auth_def {
+    char *users;       /* entity with email + password: /v1/auth/login; NULL = none */
+    int users_entity;  /* index of users, -1 when none */
+    json_t *api_keys;  /* owned array of {name, key_env, roles?, tenant_id?}, checked
+                          for shape; the keys themselves come from the environment */
+} auth_def_t;
+
 typedef struct definition {
     char *app;
     entity_def_t *entities;
     size_t n_entities;
     route_def_t *routes;
     size_t n_routes;
+    auth_def_t auth;
 } definition_t;
 
 /* Parses and validates a definition from JSON text. On success *out is a

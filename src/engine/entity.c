@@ -721,3 +721,70 @@ int engine_list(engine_t *eng, int entity, const query_t *q, char *const *fields
     *out_len = len;
     return CHR_OK;
 }
+
+/* ---- for logins ------------------------------------------------------------ */
+
+int engine_exists(engine_t *eng, int entity, const char *key, bool *exists, chr_err_t *err)
+{
+    return projection_exists(&eng->proj, eng->store, entity, key, exists, err);
+}
+
+typedef struct find_ctx {
+    char *key;
+    json_t *doc;
+    int rc;
+} find_ctx_t;
+
+static int find_row(void *user, const store_val_t *v, size_t n)
+{
+    find_ctx_t *c = user;
+    if (n < 2 || v[0].type != SV_TEXT || v[1].type != SV_TEXT) {
+        c->rc = CHR_ESTORE;
+        return 1;
+    }
+    c->key = strdup(v[0].s);
+    c->doc = json_loads(v[1].s, 0, NULL);
+    if (!c->key || !c->doc) c->rc = CHR_ESTORE;
+    return 1;
+}
+
+int engine_find_private(engine_t *eng, int entity, const char *field, const char *value,
+                        char **key, json_t **doc, chr_err_t *err)
+{
+    const entity_def_t *e = &eng->def->entities[entity];
+    *key = NULL;
+    *doc = NULL;
+    /* "eq." keeps a value that starts with an operator name literal */
+    size_t vlen = strlen(value);
+    char *filter = malloc(vlen + 4);
+    if (!filter) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
+    memcpy(filter, "eq.", 3);
+    memcpy(filter + 3, value, vlen + 1);
+    const char *names[] = {field, "limit"};
+    const char *values[] = {filter, "1"};
+    query_t q;
+    memset(&q, 0, sizeof q);
+    int rc = query_parse(e, NULL, names, values, 2, &q, err);
+    free(filter);
+    char select[160];
+    snprintf(select, sizeof select, "\"%s\", \"_doc\"", e->key);
+    char *sql = NULL;
+    store_val_t *params = NULL;
+    size_t n_params = 0;
+    find_ctx_t c = {0};
+    if (!rc) rc = query_sql(&q, e, select, &sql, &params, &n_params, err);
+    if (!rc) rc = store_query(eng->store, sql, params, n_params, find_row, &c, err);
+    free(sql);
+    free(params);
+    query_free(&q);
+    if (!rc && c.rc) rc = chr_fail(err, c.rc, "", "reading %s failed", e->name);
+    if (!rc && !c.key) rc = chr_fail(err, CHR_ENOTFOUND, field, "no such %s", e->name);
+    if (rc) {
+        free(c.key);
+        json_decref(c.doc);
+        return rc;
+    }
+    *key = c.key;
+    *doc = c.doc;
+    return CHR_OK;
+}

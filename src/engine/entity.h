@@ -121,6 +121,19 @@ char *engine_redacted_data(const engine_t *eng, const event_t *ev);
  * reference (NULL on allocation failure). */
 json_t *engine_keep_fields(json_t *item, char *const *fields, size_t n);
 
+/* ---- for logins (http/handlers_auth.c) ---------------------------------- */
+
+/* Sets *exists: the entity with this key is live (not deleted). */
+int engine_exists(engine_t *eng, int entity, const char *key, bool *exists, chr_err_t *err);
+
+/* The live entity whose field `field` equals value (compared as a filter
+ * would: e-mail case-insensitively), with its whole state, private fields
+ * included: *key (caller frees) and *doc (new reference). CHR_ENOTFOUND
+ * when there is none. For unique fields; with several matches the first
+ * by key is taken. */
+int engine_find_private(engine_t *eng, int entity, const char *field, const char *value,
+                        char **key, json_t **doc, chr_err_t *err);
+
 /* The stream of an entity: "<entity>-<key>" into out. */
 void engine_stream_name(const entity_def_t *e, const char *key, char *out, size_t size);
 

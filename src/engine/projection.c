@@ -270,6 +270,16 @@ int projection_load(const projections_t *p, store_t *s, int entity, const char *
     return CHR_OK;
 }
 
+static int found_row(void *user, const store_val_t *v, size_t n);
+
+int projection_exists(const projections_t *p, store_t *s, int entity, const char *key,
+                      bool *exists, chr_err_t *err)
+{
+    store_val_t k = {.type = SV_TEXT, .s = key};
+    *exists = false;
+    return store_query(s, p->entities[entity].exists_live, &k, 1, found_row, exists, err);
+}
+
 static int tx_load_state(const proj_entity_t *pe, store_tx_t *tx, const char *key,
                          entity_state_t *state, chr_err_t *err)
 {

@@ -61,6 +61,11 @@ int projections_rebuild(projections_t *p, store_t *s, int64_t *events, chr_err_t
 int projection_load(const projections_t *p, store_t *s, int entity, const char *key,
                     entity_state_t *state, chr_err_t *err);
 
+/* Sets *exists: entity `entity` has a live row with this key (a
+ * primary-key read on a reader connection). */
+int projection_exists(const projections_t *p, store_t *s, int entity, const char *key,
+                      bool *exists, chr_err_t *err);
+
 /* A row ready to write: its JSON texts are rendered outside the writer
  * thread (projection_row_render) so the single writer only runs SQL. */
 typedef struct projection_row {

@@ -201,6 +201,11 @@ static json_t *field_schema(gen_t *g, const field_def_t *f, bool input, bool nul
     case FT_EMAIL:
         put_str(g, s, "format", "email");
         break;
+    case FT_PASSWORD:
+        put_str(g, s, "format", "password");
+        if (input) put_int(g, s, "minLength", FIELD_PASSWORD_MIN_LENGTH);
+        http_buf_puts(&d, "Stored as an Argon2id hash");
+        break;
     case FT_CRON:
         http_buf_puts(&d, "A 5-field cron expression (minute hour day-of-month month "
                           "day-of-week), or @hourly, @daily, @weekly, @monthly, @yearly");
@@ -243,7 +248,9 @@ static json_t *field_schema(gen_t *g, const field_def_t *f, bool input, bool nul
     /* The loader makes type defaults explicit; text's (1 MiB) is left out as
      * a limit nobody chose. */
     int64_t max_len = field_max_length(f);
-    if ((f->type == FT_STRING || f->type == FT_EMAIL || f->type == FT_TEXT) && max_len > 0 &&
+    if ((f->type == FT_STRING || f->type == FT_EMAIL || f->type == FT_TEXT ||
+         f->type == FT_PASSWORD) &&
+        max_len > 0 &&
         !(f->type == FT_TEXT && max_len == FIELD_TEXT_MAX_LENGTH))
         put_int(g, s, "maxLength", max_len);
     if (f->has_min) put(g, s, "minimum", number(f->min));

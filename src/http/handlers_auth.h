@@ -1,0 +1,24 @@
+/*
+ * handlers_auth.h - logins against the definition's auth entity
+ * (auth.users): POST /v1/auth/login, /v1/auth/refresh, /v1/auth/logout.
+ *
+ * Access tokens are HS256 JWTs signed with JWT_SECRET (AUTH_ACCESS_TTL
+ * seconds, default 900) carrying sub (the user's key), roles, tenant_id,
+ * iss, aud, iat, exp and sid (the session); refresh tokens are opaque
+ * (auth/sessions.h, AUTH_REFRESH_TTL seconds, default 30 days). Failures
+ * look alike for unknown users and wrong passwords: same status, body and
+ * cost (a dummy Argon2id verification). Rate-limited in the "auth" class.
+ */
+#ifndef CHRONICLE_HTTP_HANDLERS_AUTH_H
+#define CHRONICLE_HTTP_HANDLERS_AUTH_H
+
+#include "core/error.h"
+#include "http/context.h"
+#include "http/router.h"
+
+/* When the served definition names auth.users: checks that JWT_SECRET is
+ * set, creates the refresh-token table and adds the three routes to r.
+ * Does nothing otherwise. Call once at start, after http_auth_new. */
+int http_auth_routes_add(http_ctx_t *ctx, http_router_t *r, chr_err_t *err);
+
+#endif
