@@ -470,7 +470,7 @@ def test_bad_input_is_a_precise_4xx_and_writes_nothing(app):
     cases = [
         # (body bytes, content type, status, slug, errors[].field list or None)
         (J({"value": None}), "application/json", 422, "validation", ["value"]),
-        (J({"valu": 1}), "application/json", 422, "validation", ["valu"]),
+        (J({"valu": 1}), "application/json", 422, "validation", ["valu", "value"]),
         (J({"value": 1, "comment": "x", "owner": "y"}), "application/json", 422, "validation", ["comment", "owner"]),
         (J({"value": 1, "version": 9}), "application/json", 422, "validation", ["version"]),
         (J({"value": 1, "updated_at": "2026-01-01T00:00:00Z"}), "application/json", 422, "validation",
@@ -519,10 +519,10 @@ def test_bad_input_is_a_precise_4xx_and_writes_nothing(app):
                                               body=b'{"value":1}'))
     assert raw is not None and raw.status_code == 400, raw
 
-    # PUT on a name that exists merges like PATCH (docs/app-definition.md): a
-    # body without "value" changes nothing and answers the setting as it is.
-    assert expect_json(app.request("PUT", p, json={}), 200) == original
-    # on a new name "value" is required
+    # PUT replaces the whole setting (docs/app-definition.md): "value" is
+    # required on a name that exists, as on a new name
+    body = expect_problem(app.request("PUT", p, json={}), 422, "validation", instance=p)
+    assert body["errors"] == [{"field": "value", "message": "is required"}]
     new = cpath(fresh_name("guarded-new"))
     body = expect_problem(app.request("PUT", new, json={}), 422, "validation", instance=new)
     assert body["errors"] == [{"field": "value", "message": "is required"}]

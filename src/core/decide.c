@@ -381,6 +381,32 @@ static int decide_update(const entity_def_t *e, const entity_state_t *s, const e
     return rc;
 }
 
+/* PUT on an existing entity replaces it: the body is the whole new state.
+ * A field the body leaves out takes its default, or null (so a required
+ * field must be given); an immutable field left out keeps its value, since
+ * it could not change anyway. The result is the update that turns the
+ * current state into that one, under the same rules as PATCH. */
+static int decide_replace(const entity_def_t *e, const entity_state_t *s, const entity_cmd_t *cmd,
+                          decision_t *d)
+{
+    json_t *full = cmd->body ? json_copy((json_t *)cmd->body) : json_object();
+    if (!full) return decision_oom(d);
+    for (size_t i = 0; i < e->n_fields; i++) {
+        const field_def_t *f = &e->fields[i];
+        if (json_object_get(full, f->name) || f->immutable) continue;
+        json_t *v = f->default_value ? json_deep_copy(f->default_value) : json_null();
+        if (!v || json_object_set_new(full, f->name, v) != 0) {
+            json_decref(full);
+            return decision_oom(d);
+        }
+    }
+    entity_cmd_t replaced = *cmd;
+    replaced.body = full;
+    int rc = decide_update(e, s, &replaced, d);
+    json_decref(full);
+    return rc;
+}
+
 /* ---- delete -------------------------------------------------------------- */
 
 static int decide_delete(const entity_def_t *e, const entity_state_t *s, const entity_cmd_t *cmd,
@@ -602,7 +628,7 @@ int entity_decide(const entity_def_t *e, const entity_state_t *state, const enti
             return decision_fail(out, CHR_ENOTFOUND, "%s %s does not exist", e->name, cmd->key);
         return decide_update(e, state, cmd, out);
     case CMD_UPSERT:
-        if (state_exists(state)) return decide_update(e, state, cmd, out);
+        if (state_exists(state)) return decide_replace(e, state, cmd, out);
         return decide_create(e, state, cmd, out);
     case CMD_DELETE:
         return decide_delete(e, state, cmd, out);

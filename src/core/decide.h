@@ -14,7 +14,8 @@
  *   create                  {"<key>": key, field: value, ...} - every field
  *                           that has a value after defaults, normalised.
  *   update (and upsert of   {"<key>": key, field: new value or null, ...,
- *   an existing entity)      "_previous": {field: old value or null, ...}}
+ *   an existing entity,      "_previous": {field: old value or null, ...}}
+ *   which replaces it)
  *                           - only the fields that change.
  *   delete                  {"<key>": key, "_previous": <full data before>}
  *   custom command          {"<key>": key, field: value, ...,
@@ -35,7 +36,8 @@
 typedef enum cmd_kind {
     CMD_CREATE, /* POST /v1/{entity} */
     CMD_UPDATE, /* PATCH: merge the body into the state */
-    CMD_UPSERT, /* PUT: create when absent, else update (PATCH semantics) */
+    CMD_UPSERT, /* PUT: create when absent, else replace (fields left out take
+                   their default or null; immutable ones keep their value) */
     CMD_DELETE,
     CMD_CUSTOM, /* POST /v1/{entity}/{key}/{command} */
 } cmd_kind_t;

@@ -40,7 +40,8 @@ static const char *const entity_keys[] = {
     "key", "fields", "operations", "events", "commands", "recreate_after_delete", NULL};
 static const char *const field_options[] = {"type",       "required", "default", "unique",
                                             "max_length", "min",      "max",     "immutable",
-                                            "private",    "values",   "to",      NULL};
+                                            "private",    "values",   "to",      "on_delete",
+                                            NULL};
 static const char *const event_keys[] = {"create", "update", "delete", NULL};
 static const char *const command_keys[] = {"input", "when", "set", "event", NULL};
 static const char *const op_names[] = {"create", "update", "upsert", "delete", NULL};
@@ -364,7 +365,8 @@ static const char *option_restriction(const char *opt, field_type_t t)
     if (strcmp(opt, "min") == 0 || strcmp(opt, "max") == 0)
         return (t == FT_INTEGER || t == FT_NUMBER) ? NULL : "integer and number";
     if (strcmp(opt, "values") == 0) return t == FT_ENUM ? NULL : "enum";
-    if (strcmp(opt, "to") == 0) return t == FT_REF ? NULL : "ref";
+    if (strcmp(opt, "to") == 0 || strcmp(opt, "on_delete") == 0)
+        return t == FT_REF ? NULL : "ref";
     return NULL;
 }
 
@@ -421,7 +423,7 @@ static int parse_field(const char *name, const json_t *spec, const char *path, f
         if (kind == FIELD_KEY && (strcmp(opt, "private") == 0))
             return bad(err, p, "not allowed for the key field: the key is always returned");
         if (kind == FIELD_INPUT && (strcmp(opt, "unique") == 0 || strcmp(opt, "immutable") == 0 ||
-                                    strcmp(opt, "private") == 0))
+                                    strcmp(opt, "private") == 0 || strcmp(opt, "on_delete") == 0))
             return bad(err, p, "not allowed for command inputs");
 
         if (strcmp(opt, "required") == 0) {
@@ -437,6 +439,13 @@ static int parse_field(const char *name, const json_t *spec, const char *path, f
                 return bad(err, p, "the key is always immutable");
         } else if (strcmp(opt, "private") == 0) {
             if ((rc = check_bool(v, p, &f->is_private, err))) return rc;
+        } else if (strcmp(opt, "on_delete") == 0) {
+            const char *mode = json_is_string(v) ? json_string_value(v) : "";
+            if (strcmp(mode, "keep") != 0 && strcmp(mode, "restrict") != 0)
+                return bad(err, p,
+                           "must be \"restrict\" (the default: the target cannot be deleted "
+                           "while this refers to it) or \"keep\" (it can; the ref is kept)");
+            f->ref_keep = strcmp(mode, "keep") == 0;
         } else if (strcmp(opt, "max_length") == 0) {
             int64_t limit = kind == FIELD_KEY ? FIELD_KEY_MAX_BYTES : FIELD_TEXT_MAX_LENGTH;
             if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > limit)

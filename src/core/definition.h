@@ -52,6 +52,8 @@ typedef struct field_def {
     size_t n_values;
     char *ref_to;       /* FT_REF: entity name */
     int ref_entity;     /* FT_REF: index into definition_t.entities */
+    bool ref_keep;      /* FT_REF: "on_delete": "keep" - the target may be deleted while
+                           this field refers to it (default "restrict": 409) */
 } field_def_t;
 
 enum {

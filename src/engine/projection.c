@@ -173,7 +173,31 @@ static void free_entity(proj_entity_t *pe)
     if (pe->unique_check && pe->def)
         for (size_t i = 0; i < pe->def->n_fields; i++) free(pe->unique_check[i]);
     free(pe->unique_check);
+    for (size_t i = 0; i < pe->n_ref_by; i++) free(pe->ref_by[i].sql);
+    free(pe->ref_by);
     memset(pe, 0, sizeof *pe);
+}
+
+/* Fills every entity's ref_by from the ref fields that point at it. */
+static int build_ref_by(projections_t *p, const definition_t *def)
+{
+    for (size_t i = 0; i < def->n_entities; i++) {
+        const entity_def_t *e = &def->entities[i];
+        for (size_t j = 0; j < e->n_fields; j++) {
+            const field_def_t *f = &e->fields[j];
+            if (f->type != FT_REF || f->ref_entity < 0 || f->ref_keep) continue;
+            proj_entity_t *target = &p->entities[f->ref_entity];
+            struct proj_ref_by *grown =
+                realloc(target->ref_by, (target->n_ref_by + 1) * sizeof *grown);
+            if (!grown) return CHR_ENOMEM;
+            target->ref_by = grown;
+            char *sql = fmt("SELECT 1 FROM \"%s\" WHERE \"%s\" = ? AND \"%s\" <> ? LIMIT 1",
+                            e->name, f->name, e->key);
+            if (!sql) return CHR_ENOMEM;
+            grown[target->n_ref_by++] = (struct proj_ref_by){(int)i, (int)j, sql};
+        }
+    }
+    return CHR_OK;
 }
 
 int projections_init(projections_t *p, const definition_t *def, chr_err_t *err)
@@ -194,6 +218,10 @@ int projections_init(projections_t *p, const definition_t *def, chr_err_t *err)
             projections_free(p);
             return chr_fail(err, CHR_ENOMEM, "", "out of memory building projection SQL");
         }
+    }
+    if (build_ref_by(p, def) != CHR_OK) {
+        projections_free(p);
+        return chr_fail(err, CHR_ENOMEM, "", "out of memory building projection SQL");
     }
     /* The stored layout also names the table format, so a chronicle whose
      * tables differ (a new system column) rebuilds them like a changed
@@ -358,6 +386,28 @@ static int check_refs_and_unique(const projections_t *p, const proj_entity_t *pe
     return CHR_OK;
 }
 
+/* A delete must not leave refs pointing nowhere: refused (409) while a
+ * live row of any entity refers to this one. (Deleted rows keep no column
+ * values, so only live rows match.) */
+static int check_not_referenced(const projections_t *p, const proj_entity_t *pe, store_tx_t *tx,
+                                const char *key, chr_err_t *err)
+{
+    for (size_t i = 0; i < pe->n_ref_by; i++) {
+        const struct proj_ref_by *rb = &pe->ref_by[i];
+        store_val_t params[2] = {{.type = SV_TEXT, .s = key}, {.type = SV_TEXT, .s = key}};
+        bool found = false;
+        int rc = store_tx_query(tx, rb->sql, params, 2, found_row, &found, err);
+        if (rc) return rc;
+        if (found) {
+            const entity_def_t *by = p->entities[rb->entity].def;
+            return chr_fail(err, CHR_ECONFLICT, "",
+                            "%s %s is referred to by %s (field %s): delete or change those first",
+                            pe->def->name, key, by->name, by->fields[rb->field].name);
+        }
+    }
+    return CHR_OK;
+}
+
 int projection_row_render(const projections_t *p, int entity, const char *key,
                           const entity_state_t *state, projection_row_t *row)
 {
@@ -390,8 +440,9 @@ int projection_write(const projections_t *p, store_tx_t *tx, int entity,
     const entity_def_t *e = pe->def;
     const entity_state_t *state = row->state;
     const char *key = row->key;
-    if (!state->deleted) {
-        int rc = check_refs_and_unique(p, pe, tx, key, state, err);
+    if (!row->replay) {
+        int rc = state->deleted ? check_not_referenced(p, pe, tx, key, err)
+                                : check_refs_and_unique(p, pe, tx, key, state, err);
         if (rc) return rc;
     }
     size_t n = pe->n_columns;
@@ -551,13 +602,11 @@ static int replay_apply(store_tx_t *tx, void *user, chr_err_t *err)
         if (!rc && st.version > 0) {
             /* A rebuild reproduces what the log says: the checks of refs and
              * unique values were made when the events were written. */
-            chr_err_t werr = {0};
             projection_row_t row;
             rc = projection_row_render(c->p, entity, key, &st, &row);
-            if (!rc) rc = projection_write(c->p, tx, entity, &row, &werr);
+            row.replay = true;
+            if (!rc) rc = projection_write(c->p, tx, entity, &row, err);
             projection_row_free(&row);
-            if (rc == CHR_EINVAL || rc == CHR_ECONFLICT) rc = CHR_OK; /* see above */
-            else if (rc && err) *err = werr;
         }
         entity_state_free(&st);
         if (rc) return rc;

@@ -35,6 +35,14 @@ typedef struct proj_entity {
     char *exists_live;  /* 1 by key when live */
     char **unique_check; /* per field (NULL when not unique): another live row has the value */
     size_t n_columns;    /* bound parameters of upsert_row */
+    /* Refs to this entity: per ref field of any entity that points here, a
+     * query finding a live row (other than the one being deleted) whose
+     * field holds a given key. A delete is refused while one does. */
+    struct proj_ref_by {
+        int entity, field; /* the referring entity and its ref field */
+        char *sql;         /* params: the key, the key again (self refs) */
+    } *ref_by;
+    size_t n_ref_by;
 } proj_entity_t;
 
 typedef struct projections {
@@ -73,6 +81,8 @@ typedef struct projection_row {
     const entity_state_t *state; /* borrowed */
     char *doc;                   /* owned: the whole state (private fields too) */
     char *pub;                   /* owned: the public view as served */
+    bool replay;                 /* rebuilding from the log: write what the events say,
+                                    without the checks of refs and unique values */
 } projection_row_t;
 
 /* Renders the texts of a row. Returns CHR_OK or CHR_ENOMEM (row empty). */

@@ -158,7 +158,10 @@ static void command_answer(http_req_t *req, command_job_t *job)
     }
     set_etag(req, r->version);
     unsigned status = 200;
-    if (job->kind == CMD_CREATE) {
+    /* A PUT that created the entity is a 201 on /v1 (RFC 9110 9.3.4); an
+     * app route keeps the 200 of the service it stands in for. */
+    bool put_created = job->kind == CMD_UPSERT && r->created && !er->app;
+    if (job->kind == CMD_CREATE || put_created) {
         status = 201;
         const json_t *k = json_object_get(r->body, e->key);
         http_buf_t loc = HTTP_BUF_INIT;

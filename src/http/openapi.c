@@ -1062,12 +1062,18 @@ static void app_route_op(gen_t *g, const http_entity_route_t *er)
         break;
     case EA_UPSERT: {
         char d[320];
-        snprintf(name, sizeof name, "%s.update", e->name);
+        snprintf(name, sizeof name, "%s.create", e->name);
         snprintf(d, sizeof d,
-                 "Merged into the entity when it exists; otherwise it is created, and the "
-                 "members %s.create requires must be given.",
-                 e->name);
+                 "The whole new state: creates the entity when absent, else replaces it "
+                 "(members left out take their default or null; immutable ones keep "
+                 "their value).");
         request_body(g, op, name, true, d);
+        if (!er->app) { /* app routes answer 200 either way (handlers_entities.c) */
+            r = response(g, op, 201, "Created.");
+            header(g, r, "ETag");
+            header(g, r, "Location");
+            content(g, r, JSON_MEDIA, read_schema_for(g, e, er->app));
+        }
         problems(g, op, (const int[]){400, 409, 412, 413, 415, 422, 503, 0});
         break;
     }

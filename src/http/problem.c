@@ -162,7 +162,8 @@ void http_problem_err(http_req_t *req, const chr_err_t *err, bool from_params,
     const char *detail = err->msg[0] ? err->msg : chr_status_name(err->code);
     json_t *extra = NULL;
     if (p == HTTP_P_VALIDATION || (p == HTTP_P_BAD_REQUEST && err->field[0]) ||
-        (p == HTTP_P_PAYLOAD_TOO_LARGE && err->field[0])) {
+        (p == HTTP_P_PAYLOAD_TOO_LARGE && err->field[0]) ||
+        (p == HTTP_P_CONFLICT && err->field[0])) { /* e.g. a unique field's value is taken */
         /* Messages read "field: problem"; the errors entry names the field
          * already, so its message is the problem alone. */
         size_t fl = strlen(err->field);

@@ -234,6 +234,37 @@ int store_ping(store_t *s, chr_err_t *err)
     return s->ops->ping(s, err);
 }
 
+int store_lease_try(store_t *s, const char *name, store_lease_t **out, chr_err_t *err)
+{
+    *out = NULL;
+    size_t len = name ? strlen(name) : 0;
+    if (len == 0 || len > STORE_LEASE_NAME_MAX)
+        return chr_fail(err, CHR_EINVAL, "lease", "a lease name has 1 to %d characters",
+                        STORE_LEASE_NAME_MAX);
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || strchr("_.:-", c)))
+            return chr_fail(err, CHR_EINVAL, "lease",
+                            "a lease name has only a-z, 0-9, '_', '.', ':' and '-'");
+    }
+    int rc = s->ops->lease_try(s, name, out, err);
+    if (rc == CHR_OK) {
+        (*out)->store = s;
+        snprintf((*out)->name, sizeof (*out)->name, "%s", name);
+    }
+    return rc;
+}
+
+bool store_lease_check(store_lease_t *l)
+{
+    return l && l->store->ops->lease_check(l);
+}
+
+void store_lease_release(store_lease_t *l)
+{
+    if (l) l->store->ops->lease_release(l);
+}
+
 int store_tx_exec(store_tx_t *tx, const char *sql, const store_val_t *params, size_t n,
                   int64_t *changes, chr_err_t *err)
 {

@@ -27,6 +27,9 @@
 
 typedef struct store store_t;
 typedef struct store_tx store_tx_t;
+typedef struct store_lease store_lease_t;
+
+#define STORE_LEASE_NAME_MAX 63
 
 typedef enum store_sync {
     STORE_SYNC_FULL = 0,   /* fsync on every commit: acknowledged means durable */
@@ -133,6 +136,9 @@ typedef struct store_ops {
     int (*query)(store_t *s, const char *sql, const store_val_t *params, size_t n,
                  store_row_fn fn, void *user, chr_err_t *err);
     void (*counters)(store_t *s, store_counters_t *out);
+    int (*lease_try)(store_t *s, const char *name, store_lease_t **out, chr_err_t *err);
+    bool (*lease_check)(store_lease_t *l);
+    void (*lease_release)(store_lease_t *l);
     void (*close)(store_t *s);
 } store_ops_t;
 
@@ -143,6 +149,12 @@ struct store {
     char url[512];
     /* head position and waiters (store.c) */
     void *notify; /* opaque, owned by store.c */
+};
+
+/* The part of a lease every backend shares; embedded first. */
+struct store_lease {
+    store_t *store;
+    char name[STORE_LEASE_NAME_MAX + 1];
 };
 
 /* The part of a transaction handle every backend shares; embedded first. */
@@ -238,6 +250,29 @@ int store_tx_query(store_tx_t *tx, const char *sql, const store_val_t *params, s
  * reads. Column names come from the definition, values are bound. */
 int store_query(store_t *s, const char *sql, const store_val_t *params, size_t n,
                 store_row_fn fn, void *user, chr_err_t *err);
+
+/* Leases: the right to run one background role (the projector, consumers,
+ * schedules) on one instance at a time among all processes sharing the
+ * database. PostgreSQL: a session advisory lock on a connection of the
+ * lease's own; SQLite: an exclusive flock(2) on "<db>-lease-<name>" beside
+ * the database file. Either is released when the holder's process dies, so
+ * another instance's next store_lease_try takes over.
+ *
+ * name: 1..STORE_LEASE_NAME_MAX characters of [a-z0-9_.:-]. Returns CHR_OK
+ * with *out set when taken, CHR_ECONFLICT (*out NULL) when held elsewhere
+ * (another instance, or another lease of this process), CHR_EUNAVAILABLE
+ * when the database cannot be reached, CHR_EINVAL for a bad name. */
+int store_lease_try(store_t *s, const char *name, store_lease_t **out, chr_err_t *err);
+
+/* Whether l is still held. False once it may have been lost (PostgreSQL:
+ * the lease's session ended, e.g. the server restarted; another instance may
+ * hold it now): the holder must stop the role's work and release l. Costs a
+ * round trip on PostgreSQL at most once per second; call it before each
+ * batch of work. */
+bool store_lease_check(store_lease_t *l);
+
+/* Gives the lease up and frees l (NULL is fine). */
+void store_lease_release(store_lease_t *l);
 
 /* --- for backends only --------------------------------------------------- */
 

@@ -51,6 +51,9 @@ static const opt_t options[] = {
      "SQLite reader connections (default 8)"},
     {"shutdown-grace", "SHUTDOWN_GRACE", OPT_INT, F(shutdown_grace), 0, 3600, NULL, false,
      "seconds to finish in-flight requests on SIGTERM (default 10)"},
+    {"role", "ROLE", OPT_CHOICE, F(role), 0, 0, "api|worker|all", false,
+     "work this instance does: api (HTTP API), worker (background roles: projector, "
+     "consumers, schedules; each on one instance at a time), all (default)"},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -127,6 +130,7 @@ int config_from_env(config_t *cfg, chr_err_t *err)
     snprintf(cfg->listen_host, sizeof cfg->listen_host, "127.0.0.1");
     cfg->port = 8080;
     snprintf(cfg->log_level, sizeof cfg->log_level, "info");
+    snprintf(cfg->role, sizeof cfg->role, "all");
     cfg->sync = STORE_SYNC_FULL;
     cfg->max_body_bytes = 1u << 20;
     cfg->max_event_bytes = EVENT_DEFAULT_MAX_BYTES;
@@ -233,4 +237,14 @@ store_options_t config_store_options(const config_t *cfg)
         .migrate = true,
     };
     return o;
+}
+
+bool config_serves_api(const config_t *cfg)
+{
+    return strcmp(cfg->role, "worker") != 0;
+}
+
+bool config_runs_worker(const config_t *cfg)
+{
+    return strcmp(cfg->role, "api") != 0;
 }

@@ -28,11 +28,19 @@ typedef struct config {
     int threads;            /* HTTP_THREADS / --threads: 0 = one per core */
     int readers;            /* SQLITE_READERS / --readers: 0 = default */
     int shutdown_grace;     /* SHUTDOWN_GRACE / --shutdown-grace (seconds) */
+    char role[16];          /* ROLE / --role: api|worker|all (default all) */
 } config_t;
 
 /* Fills cfg with defaults, then the environment. Returns CHR_OK or
  * CHR_EINVAL naming the variable and the problem in err. */
 int config_from_env(config_t *cfg, chr_err_t *err);
+
+/* Whether this instance serves the API (role api or all) / runs the
+ * background roles - projector, consumers, schedules - (role worker or
+ * all). A background role still runs on one instance at a time among those
+ * sharing a database: each takes a store lease (store.h) first. */
+bool config_serves_api(const config_t *cfg);
+bool config_runs_worker(const config_t *cfg);
 
 /* Applies one flag. argv[*i] is the flag ("--port" or "--port=8080"); a
  * separate value is taken from argv[*i + 1] and *i advanced. Returns CHR_OK,

@@ -318,20 +318,31 @@ def test_if_match(api):
     assert expect_json(api.delete("items", k, headers={"If-Match": '"6"'}), 200)["version"] == 7
 
 
-def test_put_creates_when_absent_and_merges_when_present(api):
+def test_put_creates_when_absent_and_replaces_when_present(api):
     key = uid("upsert")
     r = api.put("items", key, {"title": "Made by PUT", "count": 1})
-    made = expect_json(r, 200)
+    made = expect_json(r, 201)
     assert made["id"] == key and made["version"] == 1 and made["status"] == "draft"
     assert r.headers["ETag"] == '"1"'
-    r = api.put("items", key, {"count": 2})  # PATCH semantics on an existing entity
-    merged = expect_json(r, 200)
-    assert merged == {**made, "count": 2, "version": 2, "updated_at": merged["updated_at"]}
+    assert r.headers["Location"] == f"/v1/items/{quote(key, safe='')}"
+    # On an existing entity the body is the whole new state: count, left
+    # out, goes back to null, status (left out) to its default.
+    expect_json(api.patch("items", key, {"status": "published"}), 200)
+    r = api.put("items", key, {"title": "Replaced"})
+    replaced = expect_json(r, 200)
+    assert replaced["title"] == "Replaced" and replaced["count"] is None
+    assert replaced["status"] == "draft" and replaced["version"] == 3
+    assert "Location" not in r.headers
+    # the same state again changes nothing
+    again = expect_json(api.put("items", key, {"title": "Replaced"}), 200)
+    assert again["version"] == 3
     hist = expect_json(api.history("items", key), 200)
-    assert [e["type"] for e in hist] == ["ItemCreated", "ItemChanged"]
+    assert [e["type"] for e in hist] == ["ItemCreated", "ItemChanged", "ItemChanged"]
+    body = expect_problem(api.put("items", key, {"count": 2}), 422, "validation")
+    assert body["errors"] == [{"field": "title", "message": "is required"}]
     body = expect_problem(api.put("items", uid("upsert"), {"count": 1}), 422, "validation")
     assert body["errors"] == [{"field": "title", "message": "is required"}]
-    body = expect_problem(api.put("items", key, {"id": "different"}), 422, "validation")
+    body = expect_problem(api.put("items", key, {"id": "different", "title": "x"}), 422, "validation")
     assert problem_fields(body) == ["id"]
     body = expect_problem(api.put("items", "a/b", {"title": "x"}), 422, "validation")
     assert body["errors"] == [{"field": "id", "message": KEY_MSG}]
@@ -399,7 +410,7 @@ def test_owners_may_be_recreated(api):
     assert [e["type"] for e in hist] == ["OwnersCreated", "OwnersDeleted", "OwnersCreated"]
     # deleted again, then PUT brings it back
     expect_json(api.delete("owners", h), 200)
-    back = expect_json(api.put("owners", h, {"display": "Third life"}), 200)
+    back = expect_json(api.put("owners", h, {"display": "Third life"}), 201)
     assert back["version"] == 5 and back["display"] == "Third life"
     # time travel across the lives
     assert expect_json(api.one("owners", h, at=first["updated_at"]), 200) == first
@@ -415,6 +426,7 @@ def test_unique_values(api):
         body = expect_problem(api.call("POST", "/v1/items", {"title": "b", "contact": value}), 409, "conflict",
                               instance="/v1/items")
         assert body["detail"] == "contact: another items already has this value"
+        assert body["errors"] == [{"field": "contact", "message": "another items already has this value"}]
     b = item(api)
     body = expect_problem(api.patch("items", b["id"], {"contact": "Dup@example.com"}), 409, "conflict")
     assert body["detail"] == "contact: another items already has this value"
@@ -435,9 +447,20 @@ def test_refs_are_checked(api):
         body = expect_problem(api.patch("items", it["id"], {"owner": ref}), 422, "validation")
         assert body["errors"] == [{"field": "owner", "message": f'owners "{ref}" does not exist'}]
     assert api.head() == before
-    # the referenced owner may be deleted afterwards; the ref stays as written
+    # the referenced owner cannot be deleted while the item refers to it
+    # (on_delete "restrict", the default; "keep" allows it: the status app's
+    # updates keep their team_id)
+    body = expect_problem(api.delete("owners", o["handle"]), 409, "conflict")
+    assert body["detail"] == (f"owners {o['handle']} is referred to by items (field owner): "
+                              "delete or change those first")
+    assert api.head() == before
+    assert expect_json(api.one("owners", o["handle"]), 200)["handle"] == o["handle"]
+    # a deleted item no longer holds it
+    it2 = item(api, owner=o["handle"])
+    expect_json(api.patch("items", it["id"], {"owner": None}), 200)
+    expect_problem(api.delete("owners", o["handle"]), 409, "conflict")
+    expect_json(api.delete("items", it2["id"]), 200)
     expect_json(api.delete("owners", o["handle"]), 200)
-    assert expect_json(api.one("items", it["id"]), 200)["owner"] == o["handle"]
 
 
 # --------------------------------------------------------------------------
@@ -826,7 +849,8 @@ def test_racing_writers_get_one_winner(api):
         t.start()
     for t in threads:
         t.join(30)
-    assert sorted(b["version"] for st, b in results if st == 200) == list(range(1, 13)), results
+    assert sorted(st for st, _ in results) == [200] * 11 + [201], results
+    assert sorted(b["version"] for st, b in results) == list(range(1, 13)), results
     hist = expect_json(api.history("items", up), 200)
     assert [e["type"] for e in hist] == ["ItemCreated"] + ["ItemChanged"] * 11
 

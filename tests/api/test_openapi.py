@@ -621,8 +621,11 @@ def test_app_route_options(docs):
     assert q["sort"]["schema"]["default"] == "name"
     put = op_of(doc, "PUT", "/config/{name}")
     assert put["requestBody"]["content"]["application/json"]["schema"] == \
-        {"$ref": "#/components/schemas/configs.update"}
+        {"$ref": "#/components/schemas/configs.create"}  # PUT replaces: the whole state
     assert "If-Match" in params(doc, put, "header")
+    assert "201" not in put["responses"]  # an app route answers 200 when it creates, too
+    v1put = op_of(doc, "PUT", "/v1/configs/{key}")
+    assert "201" in v1put["responses"] and "200" in v1put["responses"]
     hist = response_of(doc, op_of(doc, "GET", "/config/{name}/history"), 200)
     assert hist["content"]["application/json"]["schema"]["items"] == {"$ref": "#/components/schemas/Event"}
 

@@ -31,6 +31,9 @@ extern const size_t pg_migrations_count;
  * background roles take other second ints under the same first. */
 #define PG_LOCK_CLASS 0x63687231
 #define PG_LOCK_MIGRATE 1
+/* Leases take (PG_LOCK_CLASS + 1, hashtext(name)): a class of their own, so
+ * no lease name can collide with the migration lock. */
+#define PG_LOCK_LEASE_CLASS (PG_LOCK_CLASS + 1)
 
 /* The channel every commit with events notifies, payload the new head. */
 #define PG_CHANNEL "chronicle_events"
@@ -117,6 +120,15 @@ int pg_conn_fail(pg_conn_t *c, const PGresult *r, const char *what, chr_err_t *e
  * dollar-quoted text replaced by $1..$n: a new string (NULL on allocation
  * failure); *n_params gets n. */
 char *pg_translate_placeholders(const char *sql, int *n_params);
+
+/* ---- leases (pg_lease.c) ------------------------------------------------ */
+
+int pg_lease_try(store_t *s, const char *name, store_lease_t **out, chr_err_t *err);
+bool pg_lease_check(store_lease_t *l);
+void pg_lease_release(store_lease_t *l);
+
+/* The store's connection parameters (pg_store.c). */
+const pg_conninfo_t *pg_store_conninfo(store_t *s);
 
 /* Monotonic milliseconds. */
 int64_t pg_mono_ms(void);

@@ -1505,6 +1505,11 @@ int pg_store_open(const char *url, const store_options_t *o, store_t **out, chr_
     return CHR_OK;
 }
 
+const pg_conninfo_t *pg_store_conninfo(store_t *base)
+{
+    return &((pg_store_t *)base)->info;
+}
+
 static const store_ops_t pg_ops = {
     .name = "postgres",
     .commit_async = pg_commit_async,
@@ -1521,5 +1526,8 @@ static const store_ops_t pg_ops = {
     .tx_query = pg_tx_query,
     .query = pg_query,
     .counters = pg_counters,
+    .lease_try = pg_lease_try,
+    .lease_check = pg_lease_check,
+    .lease_release = pg_lease_release,
     .close = pg_close,
 };

@@ -1046,6 +1046,11 @@ static void sq_counters(store_t *base, store_counters_t *out)
     for (int i = 0; i < 8; i++) out->batch_hist[i] = atomic_load(&s->c_batch[i]);
 }
 
+const char *sqlite_store_path(store_t *base)
+{
+    return ((sqlite_store_t *)base)->path;
+}
+
 static void sq_close(store_t *base)
 {
     sqlite_store_t *s = (sqlite_store_t *)base;
@@ -1171,5 +1176,8 @@ static const store_ops_t sqlite_ops = {
     .tx_query = sq_tx_query,
     .query = sq_query,
     .counters = sq_counters,
+    .lease_try = sq_lease_try,
+    .lease_check = sq_lease_check,
+    .lease_release = sq_lease_release,
     .close = sq_close,
 };

@@ -596,18 +596,33 @@ static void test_upsert_both_ways(void **state)
     assert_errors(&d, "title: is required; board_id: is required");
     decision_free(&d);
 
-    /* Existing: update semantics. */
-    task_t1(&s);
-    run(g_tasks, &s, CMD_UPSERT, NULL, "t1", "{'priority': 4}", &d);
+    /* Existing: the body replaces the state. Fields left out take their
+     * default or null; required ones must be given; immutable ones left
+     * out keep their value. */
+    entity_state_free(&s);
+    task_created(&s, "{'title': 'Write', 'board_id': 'b1', 'priority': 4, 'estimate': 2,"
+                     " 'secret': 's3'}");
+    run(g_tasks, &s, CMD_UPSERT, NULL, "t1", "{'title': 'Rewrite', 'notes': 'n'}", &d);
     assert_event(&d, "TaskUpdated",
-                 "{'task_id': 't1', 'priority': 4, '_previous': {'priority': 3}}");
+                 "{'task_id': 't1', 'title': 'Rewrite', 'notes': 'n', 'priority': 3,"
+                 " 'estimate': null, 'secret': null,"
+                 " '_previous': {'title': 'Write', 'notes': null, 'priority': 4,"
+                 " 'estimate': 2, 'secret': 's3'}}");
+    apply(g_tasks, &s, &d);
     decision_free(&d);
-    run(g_tasks, &s, CMD_UPSERT, NULL, "t1", "{'title': 'Write'}", &d);
+    /* the same whole state again: nothing changes, no event */
+    run(g_tasks, &s, CMD_UPSERT, NULL, "t1", "{'title': 'Rewrite', 'notes': 'n'}", &d);
     assert_int_equal(d.code, CHR_OK);
     assert_null(d.event_type);
     decision_free(&d);
-    run(g_tasks, &s, CMD_UPSERT, NULL, "t1", "{'board_id': 'b9'}", &d);
+    run(g_tasks, &s, CMD_UPSERT, NULL, "t1", "{'priority': 2}", &d);
+    assert_errors(&d, "title: is required");
+    decision_free(&d);
+    run(g_tasks, &s, CMD_UPSERT, NULL, "t1", "{'title': 'Write', 'board_id': 'b9'}", &d);
     assert_errors(&d, "board_id: is immutable");
+    decision_free(&d);
+    run(g_tasks, &s, CMD_UPSERT, NULL, "t1", "{'title': 'Write', 'bogus': 1}", &d);
+    assert_errors(&d, "bogus: is not a field of tasks");
     decision_free(&d);
 
     /* Deleted, recreate allowed: create again. */

@@ -52,6 +52,20 @@ static const char *DEF_B =
     "   \"content\": {\"type\": \"text\", \"required\": true}},"
     "  \"operations\": [\"create\"]}}}";
 
+/* DEF_A where a team may be deleted while updates refer to it. */
+static const char *DEF_KEEP =
+    "{\"app\": \"t\", \"entities\": {"
+    " \"teams\": {\"key\": \"team_id\", \"fields\": {"
+    "   \"team_id\": {\"type\": \"string\", \"required\": true},"
+    "   \"name\": {\"type\": \"string\", \"required\": true},"
+    "   \"email\": {\"type\": \"email\", \"unique\": true},"
+    "   \"counter\": {\"type\": \"integer\"}}},"
+    " \"updates\": {\"key\": \"update_id\", \"fields\": {"
+    "   \"team_id\": {\"type\": \"ref\", \"to\": \"teams\", \"required\": true,"
+    "                 \"on_delete\": \"keep\"},"
+    "   \"content\": {\"type\": \"text\", \"required\": true}},"
+    "  \"operations\": [\"create\"]}}}";
+
 typedef struct fixture {
     char path[512];
     store_t *store;
@@ -219,11 +233,24 @@ static void test_ref_and_unique_checked_in_transaction(void **state)
     engine_result_free(&r);
     assert_int_equal(count_rows(f, 0), 1);
 
-    /* Deleting t1 frees its e-mail. */
-    assert_int_equal(run(f, 0, CMD_DELETE, "t1", NULL, &r), 0);
+    /* t1 cannot be deleted while an update refers to it. */
+    assert_int_equal(store_head_position(f->store, &head0, &err), 0);
+    assert_int_equal(run(f, 0, CMD_DELETE, "t1", NULL, &r), CHR_ECONFLICT);
+    assert_string_equal(r.err.msg, "teams t1 is referred to by updates (field team_id): delete or "
+                                   "change those first");
+    engine_result_free(&r);
+    assert_int_equal(store_head_position(f->store, &head1, &err), 0);
+    assert_int_equal(head1, head0);
+
+    /* Deleting a team nothing refers to frees its e-mail. */
+    assert_int_equal(run(f, 0, CMD_CREATE, NULL,
+                         "{\"team_id\": \"t3\", \"name\": \"V\", \"email\": \"z@b.example\"}", &r),
+                     0);
+    engine_result_free(&r);
+    assert_int_equal(run(f, 0, CMD_DELETE, "t3", NULL, &r), 0);
     engine_result_free(&r);
     assert_int_equal(run(f, 0, CMD_CREATE, NULL,
-                         "{\"team_id\": \"t2\", \"name\": \"U\", \"email\": \"a@b.example\"}", &r),
+                         "{\"team_id\": \"t2\", \"name\": \"U\", \"email\": \"z@b.example\"}", &r),
                      0);
     engine_result_free(&r);
 }
@@ -442,6 +469,35 @@ static void test_rebuild_on_layout_change(void **state)
     engine_result_free(&r);
 }
 
+/* A rebuild writes what the log says: a delete that the definition of its
+ * day allowed (on_delete keep) replays under one that restricts it. */
+static void test_rebuild_replays_without_write_checks(void **state)
+{
+    fixture_t *f = *state;
+    engine_result_t r;
+    close_all(f);
+    open_all(f, DEF_KEEP);
+    assert_int_equal(run(f, 0, CMD_CREATE, NULL, "{\"team_id\": \"t1\", \"name\": \"T\"}", &r), 0);
+    engine_result_free(&r);
+    assert_int_equal(
+        run(f, 1, CMD_CREATE, NULL, "{\"update_id\": \"u1\", \"team_id\": \"t1\", \"content\": \"x\"}", &r),
+        0);
+    engine_result_free(&r);
+    assert_int_equal(run(f, 0, CMD_DELETE, "t1", NULL, &r), 0);
+    engine_result_free(&r);
+    close_all(f);
+    open_all(f, DEF_B); /* restricts, and a new layout: rebuilt */
+    assert_true(f->rebuilt);
+    assert_int_equal(f->replayed, 3);
+    json_t *got = NULL;
+    int64_t v = 0;
+    chr_err_t err = {0};
+    assert_int_equal(engine_get(&f->eng, 0, "t1", &got, &v, &err), CHR_ENOTFOUND);
+    assert_int_equal(engine_get(&f->eng, 1, "u1", &got, &v, &err), 0);
+    assert_string_equal(json_string_value(json_object_get(got, "team_id")), "t1");
+    json_decref(got);
+}
+
 static int mark_unfinished(store_tx_t *tx, void *user, chr_err_t *err)
 {
     (void)user;
@@ -481,6 +537,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_rebuild_on_layout_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupted_rebuild_is_redone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rebuild_replays_without_write_checks, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

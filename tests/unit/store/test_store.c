@@ -72,8 +72,9 @@ static void mkdir_p(const char *dir)
 
 static void remove_db(const char *path)
 {
-    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
-    for (size_t i = 0; i < 4; i++) {
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal", "-lease-a",
+                                           "-lease-b"};
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
         char p[700];
         snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
         unlink(p);
@@ -2740,6 +2741,126 @@ static void t_migrations_status_unmigrated(store_t *s, fixture_t *f)
 
 /* --- wiring ----------------------------------------------------------------- */
 
+
+/* --- leases ------------------------------------------------------------------ */
+
+/* A lease name unique to this test run on a shared PostgreSQL ("a" or "b"
+ * on a fresh SQLite file, whose lease files teardown removes). */
+static void lease_name(char *out, size_t size, const fixture_t *f, const char *which)
+{
+    if (is_sqlite(f))
+        snprintf(out, size, "%s", which);
+    else
+        snprintf(out, size, "%s-%s", f->ns, which);
+}
+
+static int lease_try(store_t *s, const char *name, store_lease_t **out)
+{
+    chr_err_t err;
+    chr_err_clear(&err);
+    int rc = store_lease_try(s, name, out, &err);
+    if (rc == CHR_OK) assert_non_null(*out);
+    else assert_null(*out);
+    return rc;
+}
+
+static void t_leases(store_t *s, fixture_t *f)
+{
+    char a[64], b[64];
+    lease_name(a, sizeof a, f, "a");
+    lease_name(b, sizeof b, f, "b");
+    store_lease_t *la = NULL, *la2 = NULL, *lb = NULL;
+    assert_int_equal(lease_try(s, a, &la), CHR_OK);
+    assert_true(store_lease_check(la));
+    /* held: by this process too, and through another store on the same database */
+    assert_int_equal(lease_try(s, a, &la2), CHR_ECONFLICT);
+    store_options_t o = default_opts();
+    char url[700];
+    store_t *other = NULL;
+    if (is_sqlite(f)) {
+        snprintf(url, sizeof url, "sqlite:%s", f->path);
+        other = open_url(url, &o);
+    } else {
+        other = open_extra(f, &o);
+    }
+    assert_int_equal(lease_try(other, a, &la2), CHR_ECONFLICT);
+    /* another name is independent */
+    assert_int_equal(lease_try(other, b, &lb), CHR_OK);
+    /* released: the other store takes it */
+    store_lease_release(la);
+    assert_int_equal(lease_try(other, a, &la2), CHR_OK);
+    assert_true(store_lease_check(la2));
+    assert_int_equal(lease_try(s, a, &la), CHR_ECONFLICT);
+    store_lease_release(la2);
+    store_lease_release(lb);
+    store_lease_release(NULL);
+    store_close(other);
+
+    chr_err_t err;
+    store_lease_t *bad = NULL;
+    CHECK_FAILS(store_lease_try(s, "", &bad, &err), err, CHR_EINVAL);
+    CHECK_FAILS(store_lease_try(s, "Upper", &bad, &err), err, CHR_EINVAL);
+    CHECK_FAILS(store_lease_try(s, "a b", &bad, &err), err, CHR_EINVAL);
+    char longname[80];
+    memset(longname, 'x', 64);
+    longname[64] = '\0';
+    CHECK_FAILS(store_lease_try(s, longname, &bad, &err), err, CHR_EINVAL);
+    assert_null(bad);
+}
+
+/* A process holding a lease dies: another takes it over without any help
+ * from the dead one. Forks, so no store may exist in this process. */
+static void leases_takeover(void **state)
+{
+    fixture_t *f = *state;
+    char name[64];
+    lease_name(name, sizeof name, f, "a");
+    int ready[2], hold[2];
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(hold), 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(ready[0]);
+        close(hold[1]);
+        store_options_t o = default_opts();
+        store_t *s = NULL;
+        store_lease_t *l = NULL;
+        chr_err_t err;
+        if (store_open(f->url, &o, &s, &err) != CHR_OK) _exit(3);
+        if (store_lease_try(s, name, &l, &err) != CHR_OK) _exit(4);
+        if (!write_all(ready[1], "y", 1)) _exit(5);
+        char c;
+        while (read(hold[0], &c, 1) < 0 && errno == EINTR) {
+        }
+        _exit(0); /* never reached in the test: the parent kills us first */
+    }
+    close(ready[1]);
+    close(hold[0]);
+    char c = 0;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    store_options_t o = default_opts();
+    f->s = open_url(f->url, &o);
+    store_lease_t *l = NULL;
+    assert_int_equal(lease_try(f->s, name, &l), CHR_ECONFLICT);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    /* The server notices the dead session by itself; poll with a deadline. */
+    int64_t deadline = mono_ms() + 10000;
+    int rc;
+    while ((rc = lease_try(f->s, name, &l)) == CHR_ECONFLICT && mono_ms() < deadline)
+        pause_briefly();
+    assert_int_equal(rc, CHR_OK);
+    assert_true(store_lease_check(l));
+    store_lease_release(l);
+    close(ready[0]);
+    close(hold[1]);
+}
+
 #define STORE_TEST(name)                                                                           \
     static void name(void **state)                                                                 \
     {                                                                                              \
@@ -2769,6 +2890,7 @@ STORE_TEST(open_and_reopen)
 STORE_TEST(migrations_status_unmigrated)
 STORE_TEST(concurrency)
 STORE_TEST(durability)
+STORE_TEST(leases)
 
 int main(void)
 {
@@ -2806,8 +2928,10 @@ int main(void)
         T(open_and_reopen),
         T(migrations_status_unmigrated),
         T(concurrency),
+        T(leases),
         /* forks: no store (and so no store thread) may exist in this process */
         cmocka_unit_test_setup_teardown(durability, setup_nostore, teardown),
+        cmocka_unit_test_setup_teardown(leases_takeover, setup_nostore, teardown),
     };
 #undef T
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

@@ -80,6 +80,9 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.port, 8080);
     assert_string_equal(cfg.api_secrets, "");
     assert_string_equal(cfg.log_level, "info");
+    assert_string_equal(cfg.role, "all");
+    assert_true(config_serves_api(&cfg));
+    assert_true(config_runs_worker(&cfg));
     assert_int_equal(cfg.sync, STORE_SYNC_FULL);
     assert_int_equal(cfg.max_body_bytes, 1048576);
     assert_int_equal(cfg.max_event_bytes, EVENT_DEFAULT_MAX_BYTES);
@@ -107,8 +110,12 @@ static void test_environment(void **state)
     setenv("HTTP_THREADS", "3", 1);
     setenv("SQLITE_READERS", "2", 1);
     setenv("SHUTDOWN_GRACE", "0", 1);
+    setenv("ROLE", "worker", 1);
     config_t cfg;
     load(&cfg);
+    assert_string_equal(cfg.role, "worker");
+    assert_false(config_serves_api(&cfg));
+    assert_true(config_runs_worker(&cfg));
     assert_string_equal(cfg.database_url, "sqlite:/var/lib/chronicle/x.db");
     assert_int_equal(cfg.port, 9000);
     assert_string_equal(cfg.api_secrets, "one,two");
@@ -154,6 +161,7 @@ static void test_environment_bad_values(void **state)
     assert_env_rejected("PORT", "99999999999999999999999");
     assert_env_rejected("LOG_LEVEL", "verbose");
     assert_env_rejected("LOG_LEVEL", "INFO"); /* choices are exact */
+    assert_env_rejected("ROLE", "projector");
     assert_env_rejected("SQLITE_SYNCHRONOUS", "off");
     assert_env_rejected("MAX_EVENT_BYTES", "10"); /* below the minimum */
     assert_env_rejected("MAX_EVENT_BYTES", "1MiB");
