@@ -63,6 +63,7 @@ class KeyPair:
     def __init__(self, kind, directory=None):
         self.kind = kind
         self.dir = directory or tempfile.mkdtemp(prefix=f"jwtkeys-{kind}-")
+        os.makedirs(self.dir, exist_ok=True)
         self.private = os.path.join(self.dir, f"{kind}.key")
         self.public = os.path.join(self.dir, f"{kind}.pub.pem")
         if kind == "rsa":
