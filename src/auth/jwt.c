@@ -279,6 +279,7 @@ auth_jwt_rc_t auth_jwt_verify(const auth_jwt_t *j, const char *token, size_t len
         return fail(why, AUTH_JWT_MALFORMED, "the token is not a JWT");
     const char *d1 = memchr(token, '.', len);
     const char *d2 = memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - token));
+    if (d1 == token || d2 == d1 + 1) return fail(why, AUTH_JWT_MALFORMED, "the token is not a JWT");
     if (d2 == token + len - 1) return fail(why, AUTH_JWT_ALG, "the token is not signed");
     json_t *hdr = segment_json(token, (size_t)(d1 - token));
     json_t *pl = segment_json(d1 + 1, (size_t)(d2 - d1 - 1));

@@ -220,7 +220,7 @@ static bool rate_limit(http_req_t *req, const http_gate_t *g)
 
 /* ---- authentication -------------------------------------------------------- */
 
-static void unauthorized(http_req_t *req, const char *detail)
+void http_unauthorized(http_req_t *req, const char *detail)
 {
     metrics_auth_failure();
     http_req_add_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
@@ -240,7 +240,7 @@ static bool authenticate(http_req_t *req)
     if (rc != HTTP_AUTH_OK) {
         log_at(LOG_DEBUG, "authentication failed", LOG_S("request_id", req->request_id),
                LOG_S("reason", why));
-        unauthorized(req, "this route needs an Authorization: Bearer <secret> header with a valid "
+        http_unauthorized(req, "this route needs an Authorization: Bearer <secret> header with a valid "
                           "API secret, API key or token");
         return false;
     }
@@ -257,7 +257,7 @@ static bool authenticate(http_req_t *req)
         }
         if (!live) {
             memset(&req->principal, 0, sizeof req->principal);
-            unauthorized(req, "the token's user no longer exists");
+            http_unauthorized(req, "the token's user no longer exists");
             return false;
         }
     }

@@ -37,4 +37,8 @@ void http_gate_free(http_gate_t *g);
  * 429). */
 bool http_gate_pass(http_req_t *req);
 
+/* Answers 401 (unauthorized problem with detail, WWW-Authenticate: Bearer)
+ * and counts it in chronicle_auth_failures_total. */
+void http_unauthorized(http_req_t *req, const char *detail);
+
 #endif

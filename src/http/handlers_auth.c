@@ -13,6 +13,7 @@
 #include "core/password.h"
 #include "engine/entity.h"
 #include "http/auth.h"
+#include "http/gate.h"
 #include "http/problem.h"
 #include "http/request.h"
 #include "http/response.h"
@@ -62,12 +63,6 @@ static const char *string_member(http_req_t *req, json_t *body, const char *name
         return NULL;
     }
     return s;
-}
-
-static void unauthorized(http_req_t *req, const char *detail)
-{
-    http_req_add_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-    http_problem(req, HTTP_P_UNAUTHORIZED, NULL, "%s", detail);
 }
 
 static engine_t *users_engine(http_req_t *req, int *entity)
@@ -150,7 +145,7 @@ static void handle_login(http_req_t *req)
     if (rc != CHR_OK && rc != CHR_ENOTFOUND && rc != CHR_EINVAL) {
         http_problem_err(req, &err, false, NULL);
     } else if (!ok) {
-        unauthorized(req, login_failed);
+        http_unauthorized(req, login_failed);
     } else {
         char refresh[AUTH_REFRESH_TOKEN_LEN + 1], family[AUTH_FAMILY_LEN + 1];
         rc = auth_sessions_issue(req->ctx->store, key, (int64_t)time(NULL), refresh_ttl, NULL,
@@ -199,7 +194,7 @@ static void handle_refresh(http_req_t *req)
     scrub(body, "refresh_token");
     json_decref(body);
     if (rc == CHR_ENOTFOUND || rc == CHR_ECONFLICT)
-        unauthorized(req, refresh_failed);
+        http_unauthorized(req, refresh_failed);
     else if (rc)
         http_problem_err(req, &err, false, NULL);
     else
@@ -232,6 +227,26 @@ static void handle_logout(http_req_t *req)
     http_respond(req, 204, NULL, NULL, 0);
 }
 
+/* GET /v1/auth/me: the caller's principal, as the server sees it. */
+static void handle_me(http_req_t *req)
+{
+    const auth_principal_t *p = &req->principal;
+    json_t *roles = json_array();
+    for (size_t i = 0; roles && i < p->n_roles; i++)
+        json_array_append_new(roles, json_string(auth_principal_role(p, i)));
+    json_t *out = json_pack("{s:s, s:s?, s:o, s:s?, s:s?}", "kind", auth_kind_name(p->kind),
+                            "sub", p->sub[0] ? p->sub : NULL, "roles", roles, "tenant_id",
+                            p->tenant_id[0] ? p->tenant_id : NULL, "key_name",
+                            p->key_name[0] ? p->key_name : NULL);
+    if (!out) {
+        http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL, "out of memory");
+        return;
+    }
+    http_respond_json(req, 200, out);
+}
+
+static const http_route_t me_route = {"GET", "/v1/auth/me", handle_me, 0, NULL};
+
 static const unsigned flags = HTTP_ROUTE_PUBLIC | HTTP_ROUTE_JSON_BODY | HTTP_ROUTE_RATE_AUTH;
 static const http_route_t routes[] = {
     {"POST", "/v1/auth/login", handle_login, flags, NULL},
@@ -256,6 +271,10 @@ static int ttl(const char *name, int64_t dflt, int64_t *out, chr_err_t *err)
 
 int http_auth_routes_add(http_ctx_t *ctx, http_router_t *r, chr_err_t *err)
 {
+    if (ctx->auth) {
+        int rc = http_router_add(r, &me_route, err);
+        if (rc) return rc;
+    }
     if (!ctx->engine || ctx->engine->def->auth.users_entity < 0) return CHR_OK;
     const auth_jwt_t *j = http_auth_jwt(ctx->auth);
     if (!j || !getenv("JWT_SECRET") || !*getenv("JWT_SECRET"))

@@ -1,6 +1,7 @@
 /*
  * handlers_auth.h - logins against the definition's auth entity
- * (auth.users): POST /v1/auth/login, /v1/auth/refresh, /v1/auth/logout.
+ * (auth.users): POST /v1/auth/login, /v1/auth/refresh, /v1/auth/logout;
+ * and GET /v1/auth/me (the caller's principal) whenever auth is on.
  *
  * Access tokens are HS256 JWTs signed with JWT_SECRET (AUTH_ACCESS_TTL
  * seconds, default 900) carrying sub (the user's key), roles, tenant_id,
@@ -16,9 +17,9 @@
 #include "http/context.h"
 #include "http/router.h"
 
-/* When the served definition names auth.users: checks that JWT_SECRET is
- * set, creates the refresh-token table and adds the three routes to r.
- * Does nothing otherwise. Call once at start, after http_auth_new. */
+/* Adds GET /v1/auth/me when any credential is configured. When the served
+ * definition names auth.users: checks that JWT_SECRET is set, creates the
+ * refresh-token table and adds the three login routes to r. Call once at start, after http_auth_new. */
 int http_auth_routes_add(http_ctx_t *ctx, http_router_t *r, chr_err_t *err);
 
 #endif
