@@ -36,8 +36,13 @@
 static const char *const top_keys[] = {"app", "entities", "routes", "auth", NULL};
 static const char *const auth_keys[] = {"users", "api_keys", NULL};
 static const char *const api_key_keys[] = {"name", "key_env", "roles", "tenant_id", NULL};
-static const char *const entity_keys[] = {
-    "key", "fields", "operations", "events", "commands", "recreate_after_delete", NULL};
+static const char *const entity_keys[] = {"key",      "fields",
+                                          "operations", "events",
+                                          "commands", "recreate_after_delete",
+                                          "tenant_scoped", "unique",
+                                          "access",   NULL};
+static const char *const access_op_names[] = {"list",   "get",     "create", "update",
+                                              "delete", "history", NULL};
 static const char *const field_options[] = {"type",       "required", "default", "unique",
                                             "max_length", "min",      "max",     "immutable",
                                             "private",    "values",   "to",      "on_delete",
@@ -217,6 +222,7 @@ static void command_free(command_def_t *c)
     json_decref(c->when);
     json_decref(c->set);
     free(c->event);
+    access_set_free(&c->access);
     memset(c, 0, sizeof *c);
 }
 
@@ -234,6 +240,14 @@ static void entity_free(entity_def_t *e)
     for (size_t i = 0; i < e->n_commands; i++)
         command_free(&e->commands[i]);
     free(e->commands);
+    for (size_t i = 0; i < ACC_N; i++)
+        access_set_free(&e->access[i]);
+    for (size_t i = 0; i < e->n_unique; i++) {
+        for (size_t j = 0; j < e->unique[i].n; j++)
+            free(e->unique[i].fields[j]);
+        free(e->unique[i].fields);
+    }
+    free(e->unique);
     memset(e, 0, sizeof *e);
 }
 
@@ -839,6 +853,105 @@ static int parse_commands(const json_t *v, const char *path, const json_t *entit
     return CHR_OK;
 }
 
+/* "unique": [["a", "b"], ...]: groups of at least two distinct fields that
+ * may be unique together (not json, text or private). */
+static int parse_unique(const json_t *v, const char *path, entity_def_t *e, chr_err_t *err)
+{
+    if (!json_is_array(v) || json_array_size(v) == 0)
+        return bad(err, path, "must be a non-empty array of field-name arrays, such as "
+                              "[[\"workspace_id\", \"user_id\"]]");
+    size_t n = json_array_size(v);
+    e->unique = calloc(n, sizeof *e->unique);
+    if (!e->unique) return oom(err);
+    for (size_t i = 0; i < n; i++) {
+        char p[PATH_MAX_LEN], q[PATH_MAX_LEN];
+        item(p, path, i);
+        const json_t *g = json_array_get(v, i);
+        if (!json_is_array(g) || json_array_size(g) < 2)
+            return bad(err, p, "must be an array of at least two field names (one field: use "
+                               "the field's \"unique\" option)");
+        unique_group_t *u = &e->unique[e->n_unique++];
+        u->fields = calloc(json_array_size(g), sizeof *u->fields);
+        if (!u->fields) return oom(err);
+        for (size_t j = 0; j < json_array_size(g); j++) {
+            item(q, p, j);
+            const char *f = json_string_value(json_array_get(g, j));
+            const field_def_t *fd = f ? entity_field(e, f) : NULL;
+            if (!fd) return bad(err, q, "must name a field of %s", e->name);
+            if (fd->type == FT_JSON || fd->type == FT_TEXT || fd->is_private)
+                return bad(err, q, "\"%s\": json, text and private fields cannot be unique", f);
+            for (size_t k = 0; k < u->n; k++)
+                if (strcmp(u->fields[k], f) == 0) return bad(err, q, "\"%s\" is given twice", f);
+            if (dup_str(f, &u->fields[u->n], err)) return CHR_ENOMEM;
+            u->n++;
+        }
+    }
+    return CHR_OK;
+}
+
+/* One rule set of "access": parsed, its owner field checked against e. */
+static int parse_rule_set(const json_t *v, const char *path, const entity_def_t *e,
+                          access_set_t *out, chr_err_t *err)
+{
+    char why[256];
+    if (!access_parse(v, out, why, sizeof why)) return bad(err, path, "%s", why);
+    const char *owner = access_owner_field(out);
+    if (owner && strcmp(owner, e->key) != 0) {
+        const field_def_t *f = entity_field(e, owner);
+        if (!f) return bad(err, path, "owner:%s: %s has no field %s", owner, e->name, owner);
+        if (f->type != FT_STRING && f->type != FT_REF && f->type != FT_EMAIL)
+            return bad(err, path, "owner:%s: the owner field must be the key or a string, email "
+                                  "or ref field, not %s", owner, field_type_name(f->type));
+    }
+    if (e->tenant_scoped && access_is_public(out))
+        return bad(err, path, "public: %s is tenant_scoped, so every caller needs a tenant; "
+                              "use authenticated", e->name);
+    return CHR_OK;
+}
+
+/* "access": {"list": rule(s), ..., "<command>": rule(s)}; what is not
+ * named is "authenticated". */
+static int parse_access(const json_t *v, const char *path, entity_def_t *e, chr_err_t *err)
+{
+    if (v && !json_is_object(v))
+        return bad(err, path, "must be an object of operation -> rule or array of rules");
+    const char *name;
+    const json_t *rule;
+    json_object_foreach((json_t *)v, name, rule) {
+        char p[PATH_MAX_LEN];
+        child(p, path, name);
+        if (!in_list(name, access_op_names) && !entity_command(e, name)) {
+            char list[128];
+            join(access_op_names, list, sizeof list);
+            return bad(err, p, "unknown operation; expected one of %s or a command of %s", list,
+                       e->name);
+        }
+    }
+    for (size_t i = 0; i < ACC_N; i++) {
+        char p[PATH_MAX_LEN];
+        child(p, path, access_op_names[i]);
+        const json_t *r = v ? json_object_get(v, access_op_names[i]) : NULL;
+        int rc = r ? parse_rule_set(r, p, e, &e->access[i], err)
+                   : (access_default(&e->access[i]) ? CHR_OK : oom(err));
+        if (rc) return rc;
+    }
+    for (size_t i = 0; i < e->n_commands; i++) {
+        char p[PATH_MAX_LEN];
+        command_def_t *c = &e->commands[i];
+        child(p, path, c->name);
+        const json_t *r = v ? json_object_get(v, c->name) : NULL;
+        int rc = r ? parse_rule_set(r, p, e, &c->access, err)
+                   : (access_default(&c->access) ? CHR_OK : oom(err));
+        if (rc) return rc;
+    }
+    return CHR_OK;
+}
+
+const char *access_op_name(access_op_t op)
+{
+    return op < ACC_N ? access_op_names[op] : "?";
+}
+
 static int parse_entity(const char *name, const json_t *spec, const char *path,
                         const json_t *entities, entity_def_t *e, chr_err_t *err)
 {
@@ -889,7 +1002,17 @@ static int parse_entity(const char *name, const json_t *spec, const char *path,
     const json_t *rad = json_object_get(spec, "recreate_after_delete");
     child(p, path, "recreate_after_delete");
     if (rad && (rc = check_bool(rad, p, &e->recreate_after_delete, err))) return rc;
-    return CHR_OK;
+
+    const json_t *ts = json_object_get(spec, "tenant_scoped");
+    child(p, path, "tenant_scoped");
+    if (ts && (rc = check_bool(ts, p, &e->tenant_scoped, err))) return rc;
+
+    const json_t *uniq = json_object_get(spec, "unique");
+    child(p, path, "unique");
+    if (uniq && (rc = parse_unique(uniq, p, e, err))) return rc;
+
+    child(p, path, "access");
+    return parse_access(json_object_get(spec, "access"), p, e, err);
 }
 
 static int parse_entities(const json_t *v, definition_t *def, chr_err_t *err)
@@ -912,12 +1035,23 @@ static int parse_entities(const json_t *v, definition_t *def, chr_err_t *err)
         if (rc) return rc;
         if ((rc = parse_entity(name, spec, p, v, &def->entities[i++], err))) return rc;
     }
-    /* resolve ref targets to indexes */
+    /* resolve ref targets to indexes; a ref to a tenant-scoped entity is
+     * checked within the referring row's tenant, so it needs one */
     for (i = 0; i < def->n_entities; i++) {
         entity_def_t *e = &def->entities[i];
         for (size_t f = 0; f < e->n_fields; f++)
-            if (e->fields[f].type == FT_REF)
+            if (e->fields[f].type == FT_REF) {
                 e->fields[f].ref_entity = definition_entity_index(def, e->fields[f].ref_to);
+                if (!e->tenant_scoped && def->entities[e->fields[f].ref_entity].tenant_scoped) {
+                    char p[PATH_MAX_LEN], q[PATH_MAX_LEN];
+                    child(p, "entities", e->name);
+                    child(q, p, "fields");
+                    child(p, q, e->fields[f].name);
+                    return bad(err, p, "%s is tenant_scoped, so only tenant_scoped entities may "
+                                       "refer to it; mark %s \"tenant_scoped\": true",
+                               e->fields[f].ref_to, e->name);
+                }
+            }
         for (size_t c = 0; c < e->n_commands; c++)
             for (size_t f = 0; f < e->commands[c].n_input; f++) {
                 field_def_t *in = &e->commands[c].input[f];
@@ -1518,6 +1652,12 @@ void definition_layout_hash(const definition_t *def, char out[65])
             if (fd->type == FT_REF) hash_str(&st, "to", fd->ref_to);
             for (size_t v = 0; v < fd->n_values; v++)
                 hash_str(&st, "value", fd->values[v]);
+        }
+        if (e->tenant_scoped) hash_str(&st, "tenant_scoped", "1");
+        for (size_t u = 0; u < e->n_unique; u++) {
+            hash_str(&st, "unique_group", e->name);
+            for (size_t f = 0; f < e->unique[u].n; f++)
+                hash_str(&st, "member", e->unique[u].fields[f]);
         }
         hash_str(&st, "end", e->name);
     }

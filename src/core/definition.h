@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/access.h"
 #include "core/error.h"
 
 typedef enum field_type {
@@ -72,7 +73,27 @@ typedef struct command_def {
     json_t *when;       /* owned object field -> required current value, or NULL */
     json_t *set;        /* owned object field -> constant, "$input.NAME" or "$now" */
     char *event;        /* event type emitted */
+    access_set_t access; /* who may run it (entity "access" by command name) */
 } command_def_t;
+
+/* The operations an entity's "access" names besides its commands. An upsert
+ * is checked as the create or the update it turns out to be. */
+typedef enum access_op {
+    ACC_LIST,
+    ACC_GET,
+    ACC_CREATE,
+    ACC_UPDATE,
+    ACC_DELETE,
+    ACC_HISTORY,
+    ACC_N,
+} access_op_t;
+
+/* An entity-level "unique": [["a", "b"], ...] group: no two live entities
+ * (of one tenant, for tenant-scoped entities) share all these values. */
+typedef struct unique_group {
+    char **fields; /* owned; field names, at least two */
+    size_t n;
+} unique_group_t;
 
 typedef struct entity_def {
     char *name;        /* "teams": URL segment, table name, stream prefix */
@@ -84,6 +105,10 @@ typedef struct entity_def {
     command_def_t *commands;
     size_t n_commands;
     bool recreate_after_delete; /* default true */
+    bool tenant_scoped;         /* rows belong to the caller's tenant (system field tenant_id) */
+    access_set_t access[ACC_N]; /* per operation; default "authenticated" */
+    unique_group_t *unique;     /* composite uniqueness groups */
+    size_t n_unique;
     /* The key as a field: always FT_STRING, unique and immutable, never in
      * fields[]. Its options (required: the client must give the key;
      * max_length, default 255) come from fields[key] when the definition
@@ -140,6 +165,9 @@ const field_def_t *entity_field(const entity_def_t *e, const char *name);
 const command_def_t *entity_command(const entity_def_t *e, const char *name);
 /* Like entity_field, but the key's name gives &e->key_field. */
 const field_def_t *entity_field_or_key(const entity_def_t *e, const char *name);
+
+/* The name of an access operation ("list", ...). */
+const char *access_op_name(access_op_t op);
 
 /* The name of a field type ("string", ...). */
 const char *field_type_name(field_type_t t);

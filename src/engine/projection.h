@@ -5,6 +5,7 @@
  *
  * Table layout (dialect-neutral SQL, identifiers from the definition only):
  *   "<entity>" ( "<key>" TEXT PRIMARY KEY, one column per field,
+ *                "tenant_id" TEXT (tenant-scoped entities only),
  *                "version" INTEGER, "created_at" INTEGER, "updated_at" INTEGER
  *                (microseconds), "_deleted" INTEGER, "_doc" TEXT (the whole
  *                state as JSON, private fields included), "_json" TEXT (the
@@ -33,6 +34,8 @@ typedef struct proj_entity {
     char *upsert_row;   /* all columns, by key */
     char *select_state; /* _doc, version, created_at, updated_at, _deleted by key */
     char *exists_live;  /* 1 by key when live */
+    char *exists_live_tenant; /* tenant-scoped: 1 by key and tenant_id when live */
+    char **group_check; /* per unique group: another live row has the values */
     char **unique_check; /* per field (NULL when not unique): another live row has the value */
     size_t n_columns;    /* bound parameters of upsert_row */
     /* Refs to this entity: per ref field of any entity that points here, a

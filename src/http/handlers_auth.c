@@ -133,7 +133,13 @@ static void handle_login(http_req_t *req)
     json_t *doc = NULL;
     chr_err_t err;
     chr_err_clear(&err);
-    int rc = engine_find_private(eng, entity, "email", email, &key, &doc, &err);
+    /* A tenant-scoped users entity: e-mails are unique per tenant, so the
+     * login names its tenant. */
+    const json_t *tj = json_object_get(body, "tenant_id");
+    const char *tenant = json_is_string(tj) ? json_string_value(tj) : NULL;
+    int rc = eng->def->entities[entity].tenant_scoped && !tenant
+                 ? CHR_ENOTFOUND
+                 : engine_find_private(eng, entity, tenant, "email", email, &key, &doc, &err);
     bool ok = false;
     if (rc == CHR_OK) {
         ok = password_verify(json_string_value(json_object_get(doc, "password")), pw, pw_len);
@@ -184,7 +190,7 @@ static void handle_refresh(http_req_t *req)
     } else if (rc == CHR_OK && s.expires_at < (int64_t)time(NULL)) {
         rc = CHR_ENOTFOUND;
     } else if (rc == CHR_OK) {
-        rc = engine_get(eng, entity, s.user_key, &doc, &version, &err);
+        rc = engine_get(eng, &access_scope_full, entity, s.user_key, &doc, &version, &err);
         if (rc == CHR_ENOTFOUND) (void)auth_sessions_revoke_family(req->ctx->store, s.family, &err);
     }
     char refresh[AUTH_REFRESH_TOKEN_LEN + 1], family[AUTH_FAMILY_LEN + 1];

@@ -135,7 +135,7 @@ static int run(fixture_t *f, int entity, cmd_kind_t kind, const char *key, const
 {
     json_t *b = body ? json_loads(body, 0, NULL) : NULL;
     if (body) assert_non_null(b);
-    int rc = engine_command(&f->eng, entity, kind, NULL, key, b, -1, r);
+    int rc = engine_command(&f->eng, &access_scope_full, entity, kind, NULL, key, b, -1, r);
     json_decref(b);
     return rc;
 }
@@ -148,7 +148,7 @@ static int64_t count_rows(fixture_t *f, int entity)
     assert_int_equal(query_parse(&f->def->entities[entity], NULL, names, values, 1, &q, &err), 0);
     char *text = NULL, *next = NULL;
     size_t len = 0;
-    assert_int_equal(engine_list(&f->eng, entity, &q, NULL, 0, &text, &len, &next, &err), 0);
+    assert_int_equal(engine_list(&f->eng, &access_scope_full, entity, &q, NULL, 0, &text, &len, &next, &err), 0);
     json_t *arr = json_loadb(text, len, 0, NULL);
     assert_non_null(arr);
     int64_t n = (int64_t)json_array_size(arr);
@@ -171,7 +171,7 @@ static void test_create_get_update_delete(void **state)
     json_t *got = NULL;
     int64_t v = 0;
     chr_err_t err = {0};
-    assert_int_equal(engine_get(&f->eng, 0, "a", &got, &v, &err), 0);
+    assert_int_equal(engine_get(&f->eng, &access_scope_full, 0, "a", &got, &v, &err), 0);
     assert_string_equal(json_string_value(json_object_get(got, "name")), "A");
     assert_int_equal(v, 1);
     json_decref(got);
@@ -188,16 +188,16 @@ static void test_create_get_update_delete(void **state)
 
     assert_int_equal(run(f, 0, CMD_DELETE, "a", NULL, &r), 0);
     engine_result_free(&r);
-    assert_int_equal(engine_get(&f->eng, 0, "a", &got, &v, &err), CHR_ENOTFOUND);
+    assert_int_equal(engine_get(&f->eng, &access_scope_full, 0, "a", &got, &v, &err), CHR_ENOTFOUND);
     assert_int_equal(count_rows(f, 0), 0);
 
     /* Time travel still sees version 2. */
-    assert_int_equal(engine_get_past(&f->eng, 0, "a", -1, 2, &got, &v, &err), 0);
+    assert_int_equal(engine_get_past(&f->eng, &access_scope_full, 0, "a", -1, 2, &got, &v, &err), 0);
     assert_string_equal(json_string_value(json_object_get(got, "name")), "B");
     json_decref(got);
 
     json_t *hist = NULL;
-    assert_int_equal(engine_history(&f->eng, 0, "a", &hist, &err), 0);
+    assert_int_equal(engine_history(&f->eng, &access_scope_full, 0, "a", &hist, &err), 0);
     assert_int_equal(json_array_size(hist), 3);
     json_decref(hist);
 }
@@ -299,7 +299,7 @@ static void test_racing_updates_all_land(void **state)
     json_t *got = NULL;
     int64_t v = 0;
     chr_err_t err = {0};
-    assert_int_equal(engine_get(&f->eng, 0, "hot", &got, &v, &err), 0);
+    assert_int_equal(engine_get(&f->eng, &access_scope_full, 0, "hot", &got, &v, &err), 0);
     assert_int_equal(v, 601); /* the create and every update, each exactly once */
     json_decref(got);
     int64_t sv = 0;
@@ -339,7 +339,7 @@ static int start(fixture_t *f, waiter_t *w, cmd_kind_t kind, const char *key, co
 {
     sem_init(&w->sem, 0, 0);
     w->body = body ? json_loads(body, 0, NULL) : NULL;
-    return engine_command_start(&f->eng, 0, kind, NULL, key, w->body, -1, &w->r, waiter_wake, w,
+    return engine_command_start(&f->eng, &access_scope_full, 0, kind, NULL, key, w->body, -1, &w->r, waiter_wake, w,
                                 &w->cmd);
 }
 
@@ -459,7 +459,7 @@ static void test_rebuild_on_layout_change(void **state)
     json_t *got = NULL;
     int64_t v = 0;
     chr_err_t err = {0};
-    assert_int_equal(engine_get(&f->eng, 0, "k3", &got, &v, &err), 0);
+    assert_int_equal(engine_get(&f->eng, &access_scope_full, 0, "k3", &got, &v, &err), 0);
     assert_string_equal(json_string_value(json_object_get(got, "name")), "changed");
     assert_true(json_is_null(json_object_get(got, "motto")));
     assert_int_equal(v, 2);
@@ -492,8 +492,8 @@ static void test_rebuild_replays_without_write_checks(void **state)
     json_t *got = NULL;
     int64_t v = 0;
     chr_err_t err = {0};
-    assert_int_equal(engine_get(&f->eng, 0, "t1", &got, &v, &err), CHR_ENOTFOUND);
-    assert_int_equal(engine_get(&f->eng, 1, "u1", &got, &v, &err), 0);
+    assert_int_equal(engine_get(&f->eng, &access_scope_full, 0, "t1", &got, &v, &err), CHR_ENOTFOUND);
+    assert_int_equal(engine_get(&f->eng, &access_scope_full, 1, "u1", &got, &v, &err), 0);
     assert_string_equal(json_string_value(json_object_get(got, "team_id")), "t1");
     json_decref(got);
 }
