@@ -1039,9 +1039,10 @@ void engine_filter_events(const engine_t *eng, const access_scope_t *scope, even
 }
 
 int engine_stream_access(engine_t *eng, const access_scope_t *scope, const char *stream,
-                         bool write, chr_err_t *err)
+                         bool write, char *out, size_t size, chr_err_t *err)
 {
     if (!scope) return chr_fail(err, CHR_EFORBIDDEN, "", "no caller given");
+    snprintf(out, size, "%s", stream);
     const char *t = access_tenant(scope);
     int entity;
     const char *key;
@@ -1062,7 +1063,11 @@ int engine_stream_access(engine_t *eng, const access_scope_t *scope, const char 
                         "stream names with ':' belong to tenants; this credential has none");
     }
     size_t n = strlen(t);
-    if (!strchr(t, ':') && strncmp(stream, t, n) == 0 && stream[n] == ':') return CHR_OK;
-    return chr_fail(err, CHR_EFORBIDDEN, "stream",
-                    "a tenant's callers may only use streams named \"<tenant_id>:...\"");
+    if (strncmp(stream, t, n) == 0 && stream[n] == ':') return CHR_OK;
+    int len = snprintf(out, size, "%s:%s", t, stream);
+    if (len < 0 || (size_t)len >= size || (size_t)len > EVENT_NAME_MAX)
+        return chr_fail(err, CHR_EINVAL, "stream",
+                        "stream: with the tenant's prefix \"%s:\" the name is longer than %d bytes",
+                        t, EVENT_NAME_MAX);
+    return CHR_OK;
 }

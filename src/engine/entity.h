@@ -136,14 +136,16 @@ int engine_list(engine_t *eng, const access_scope_t *scope, int entity, query_t 
  * without a tenant sees everything. */
 bool engine_event_visible(const engine_t *eng, const access_scope_t *scope, const event_t *ev);
 
-/* Whether the caller may use a raw stream (/v1/streams/{stream}). Full
- * access without a tenant: any stream. A caller with a tenant: only
- * streams named "<tenant>:..." (its tenant must not contain ':'), besides
- * entity streams it may read the history of. A caller without a tenant:
- * names without ':'. Entity streams: read = the history rule and row
- * (CHR_ENOTFOUND when hidden). CHR_EFORBIDDEN otherwise. */
+/* Whether the caller may use a raw stream (/v1/streams/{stream}), and the
+ * stream it means (into out, size bytes). Full access without a tenant:
+ * any stream, as named. A caller with a tenant lives in its own namespace:
+ * a name is stored as "<tenant>:<name>" unless it already starts so, so
+ * two tenants' "orders" never meet (entity streams keep their names and
+ * are read under the entity's history rule: CHR_ENOTFOUND when hidden). A
+ * caller without a tenant: names without ':' (those are tenants'), as
+ * named. CHR_EFORBIDDEN, or CHR_EINVAL when the name gets too long. */
 int engine_stream_access(engine_t *eng, const access_scope_t *scope, const char *stream,
-                         bool write, chr_err_t *err);
+                         bool write, char *out, size_t size, chr_err_t *err);
 
 /* Drops the events scope may not see from list (in place). */
 void engine_filter_events(const engine_t *eng, const access_scope_t *scope, event_list_t *list);

@@ -275,10 +275,18 @@ void http_handle_stream_append(http_req_t *req)
 
     chr_err_t aerr;
     chr_err_clear(&aerr);
-    if (engine_stream_access((engine_t *)req->ctx->engine, &scope, stream, true, &aerr) != CHR_OK) {
-        http_problem_err(req, &aerr, false, NULL);
+    char *named = http_req_alloc(req, 2 * EVENT_NAME_MAX + 2);
+    if (!named) {
+        http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL, "out of memory");
         return;
     }
+    if (engine_stream_access((engine_t *)req->ctx->engine, &scope, stream, true, named,
+                             2 * EVENT_NAME_MAX + 2, &aerr) != CHR_OK) {
+        http_problem_err(req, &aerr, strcmp(aerr.field, "stream") == 0 && aerr.code == CHR_EINVAL,
+                         NULL);
+        return;
+    }
+    stream = named; /* a tenant's stream lives under its prefix */
 
     json_error_t je;
     json_t *root =
@@ -386,10 +394,17 @@ void http_handle_stream_read(http_req_t *req)
     store_t *store = req->ctx->store;
     chr_err_t err;
     chr_err_clear(&err);
-    if (engine_stream_access((engine_t *)req->ctx->engine, &scope, stream, false, &err) != CHR_OK) {
-        http_problem_err(req, &err, false, NULL);
+    char *named = http_req_alloc(req, 2 * EVENT_NAME_MAX + 2);
+    if (!named) {
+        http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL, "out of memory");
         return;
     }
+    if (engine_stream_access((engine_t *)req->ctx->engine, &scope, stream, false, named,
+                             2 * EVENT_NAME_MAX + 2, &err) != CHR_OK) {
+        http_problem_err(req, &err, err.code == CHR_EINVAL, NULL);
+        return;
+    }
+    stream = named;
     event_list_t list = {0};
     if (store_read_stream(store, stream, from, (size_t)limit, backward, &list, &err) != CHR_OK) {
         event_list_free(&list);
