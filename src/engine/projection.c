@@ -458,10 +458,15 @@ static int check_refs_and_unique(const projections_t *p, const proj_entity_t *pe
         bool found = false;
         int rc = store_tx_query(tx, pe->group_check[u], params, np, found_row, &found, err);
         if (rc) return rc;
-        if (found)
+        if (found) {
+            char names[512] = "";
+            size_t len = 0;
+            for (size_t j = 0; j < g->n && len < sizeof names; j++)
+                len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", j ? ", " : "",
+                                        g->fields[j]);
             return chr_fail(err, CHR_ECONFLICT, g->fields[0],
-                            "%s: another %s already has these values of %s", g->fields[0], e->name,
-                            g->fields[1]);
+                            "%s: another %s already has the same %s", g->fields[0], e->name, names);
+        }
     }
     return CHR_OK;
 }
