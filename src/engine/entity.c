@@ -391,11 +391,18 @@ static int attempt_run(engine_cmd_t *c)
     const char *owner = access_owner_field(rules);
     if (!creating && c->existed && verdict == ACCESS_OWNED &&
         !access_owns(scope, doc_str(c->state.data, owner))) {
+        /* Not the caller's: 403 when it may read the row anyway; else the
+         * row is hidden and the command goes on as if it did not exist
+         * (If-Match and the decision answer as for a missing key). */
         if (row_readable(e, scope, c->state.data))
             return finish(c, chr_fail(&r->err, CHR_EFORBIDDEN, owner,
                                       "only the %s of %s %s may do this", owner, e->name, c->key));
-        return finish(c, chr_fail(&r->err, CHR_ENOTFOUND, "", "%s %s does not exist", e->name,
-                                  c->key));
+        if (c->kind == CMD_UPSERT) /* keys are global: a taken one cannot be created */
+            return finish(c, chr_fail(&r->err, CHR_ECONFLICT, "", "%s %s already exists",
+                                      e->name, c->key));
+        entity_state_free(&c->state);
+        entity_state_init(&c->state);
+        c->existed = false;
     }
     if (c->if_match >= 0 && (!c->existed || c->state.version != c->if_match)) {
         chr_fail(&r->err, CHR_EPRECONDITION, "If-Match",

@@ -430,8 +430,13 @@ void http_handle_stream_read(http_req_t *req)
         for (size_t i = 0; i < list.len; i++) /* an append may have come in between */
             if (list.items[i].version > version) version = list.items[i].version;
     }
+    /* An entity stream was checked as a whole (its row, like its history
+     * route); other streams are filtered by their events' tenant tags. */
     bool had = list.len > 0;
-    engine_filter_events(req->ctx->engine, &scope, &list);
+    int ent;
+    const char *ent_key;
+    if (!req->ctx->engine || !projection_stream_entity(&req->ctx->engine->proj, stream, &ent, &ent_key))
+        engine_filter_events(req->ctx->engine, &scope, &list);
     if (version == 0 || (had && list.len == 0)) {
         event_list_free(&list);
         http_problem(req, HTTP_P_NOT_FOUND, NULL, "stream \"%s\" has no events", stream);
