@@ -7,7 +7,6 @@ bucket refills, refusals are counted in /metrics, and /health is never
 limited. Logins are limited per client address. Contract: docs/security.md.
 """
 
-import json
 import os
 import subprocess
 import time
@@ -15,7 +14,7 @@ import time
 import pytest
 
 from conftest import BIN, SERVER_ENV_VARS, TMP_ROOT, expect_problem, running_server, wait_until
-from jwt_helpers import bearer, claims, hs256
+from jwt_helpers import bearer, claims, hs256, key_file
 
 SECRET = "rate-limit-jwt-secret-0123456789abc"
 KEY_A = "key-a-0123456789abcdef"
@@ -26,9 +25,8 @@ APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps", "auth.jso
 @pytest.fixture(scope="module")
 def srv():
     os.makedirs(TMP_ROOT, exist_ok=True)
-    path = os.path.join(TMP_ROOT, f"rl-keys-{os.getpid()}.json")
-    with open(path, "w") as f:
-        json.dump({"keys": [{"name": "a", "key": KEY_A}, {"name": "b", "key": KEY_B}]}, f)
+    path = key_file(os.path.join(TMP_ROOT, f"rl-keys-{os.getpid()}.json"),
+                    [{"name": "a", "key": KEY_A}, {"name": "b", "key": KEY_B}])
     env = {"API_KEYS_FILE": path, "JWT_SECRET": SECRET, "RATE_LIMIT_READ": "1/4",
            "RATE_LIMIT_WRITE": "1/2"}
     with running_server(env=env, name="ratelimit") as s:
