@@ -63,11 +63,11 @@ start_chronicle() {
     base="http://127.0.0.1:$port"
 }
 
-run_wrk() { # key script url: one bounded wrk phase, its RESULT line in R[key]
+run_wrk() { # key script url [header]: one bounded wrk phase, its RESULT line in R[key]
     local out
     echo "== wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency $3" >&2
     out=$(timeout 120 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency --timeout 5s \
-        -s "$2" "$3") || die "wrk failed on $3"
+        ${4:+-H "$4"} -s "$2" "$3") || die "wrk failed on $3"
     echo "$out" >&2
     R[$1]=$(echo "$out" | grep '^RESULT ' || die "no RESULT line from wrk on $3")
 }

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #define STRIPES 64
-#define DIGEST 32
+#define DIGEST AUTH_TOKEN_DIGEST_LEN
 
 typedef struct entry {
     bool used;
@@ -17,7 +17,6 @@ typedef struct entry {
 } entry_t;
 
 struct auth_token_cache {
-    unsigned char key[crypto_generichash_KEYBYTES];
     size_t mask;
     entry_t *slots;
     pthread_mutex_t locks[STRIPES];
@@ -36,7 +35,6 @@ auth_token_cache_t *auth_token_cache_new(size_t slots)
         return NULL;
     }
     c->mask = n - 1;
-    randombytes_buf(c->key, sizeof c->key);
     for (size_t i = 0; i < STRIPES; i++)
         pthread_mutex_init(&c->locks[i], NULL);
     return c;
@@ -52,20 +50,17 @@ void auth_token_cache_free(auth_token_cache_t *c)
     free(c);
 }
 
-static size_t slot_of(const auth_token_cache_t *c, const char *token, size_t len,
-                      unsigned char d[DIGEST])
+static size_t slot_of(const auth_token_cache_t *c, const unsigned char d[DIGEST])
 {
-    crypto_generichash(d, DIGEST, (const unsigned char *)token, len, c->key, sizeof c->key);
     uint64_t h;
     memcpy(&h, d, sizeof h);
     return (size_t)h & c->mask;
 }
 
-bool auth_token_cache_get(auth_token_cache_t *c, const char *token, size_t len, int64_t now,
+bool auth_token_cache_get(auth_token_cache_t *c, const unsigned char d[DIGEST], int64_t now,
                           auth_principal_t *p)
 {
-    unsigned char d[DIGEST];
-    size_t i = slot_of(c, token, len, d);
+    size_t i = slot_of(c, d);
     pthread_mutex_t *lock = &c->locks[i % STRIPES];
     bool hit = false;
     pthread_mutex_lock(lock);
@@ -82,11 +77,10 @@ bool auth_token_cache_get(auth_token_cache_t *c, const char *token, size_t len, 
     return hit;
 }
 
-void auth_token_cache_put(auth_token_cache_t *c, const char *token, size_t len, int64_t exp,
+void auth_token_cache_put(auth_token_cache_t *c, const unsigned char d[DIGEST], int64_t exp,
                           const auth_principal_t *p)
 {
-    unsigned char d[DIGEST];
-    size_t i = slot_of(c, token, len, d);
+    size_t i = slot_of(c, d);
     pthread_mutex_t *lock = &c->locks[i % STRIPES];
     pthread_mutex_lock(lock);
     entry_t *e = &c->slots[i];

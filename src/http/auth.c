@@ -12,7 +12,7 @@
 #include "auth/token_cache.h"
 #include "util/metrics.h"
 
-#define DIGEST_LEN crypto_generichash_BYTES
+#define DIGEST_LEN AUTH_TOKEN_DIGEST_LEN
 #define KEY_MIN_BYTES 16
 #define FILE_MAX_BYTES (1 << 20)
 #define TOKEN_CACHE_SLOTS 4096
@@ -314,7 +314,6 @@ http_auth_rc_t http_auth_check(http_auth_t *a, const char *authorization, int64_
     size_t key_match = SIZE_MAX;
     for (size_t i = 0; i < a->n_keys; i++)
         if (sodium_memcmp(d, a->keys[i].digest, DIGEST_LEN) == 0) key_match = i;
-    sodium_memzero(d, sizeof d);
     if (secret_ok) {
         p->kind = AUTH_API_SECRET;
         return HTTP_AUTH_OK;
@@ -327,7 +326,8 @@ http_auth_rc_t http_auth_check(http_auth_t *a, const char *authorization, int64_
         *why = "not a known secret or key";
         return HTTP_AUTH_INVALID;
     }
-    if (auth_token_cache_get(a->cache, tok, n, now, p)) {
+    /* the same keyed digest finds the token in the cache */
+    if (auth_token_cache_get(a->cache, d, now, p)) {
         metrics_jwt_cache(1);
         return HTTP_AUTH_OK;
     }
@@ -337,6 +337,6 @@ http_auth_rc_t http_auth_check(http_auth_t *a, const char *authorization, int64_
         memset(p, 0, sizeof *p);
         return HTTP_AUTH_INVALID;
     }
-    auth_token_cache_put(a->cache, tok, n, exp, p);
+    auth_token_cache_put(a->cache, d, exp, p);
     return HTTP_AUTH_OK;
 }

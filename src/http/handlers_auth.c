@@ -166,21 +166,35 @@ static void handle_login(http_req_t *req)
     json_decref(doc);
 }
 
+/* Reads {"refresh_token"} and looks its session up: *rc is the lookup's
+ * code (CHR_ENOTFOUND for an unknown token). Returns the body (the caller
+ * scrubs and frees it; *token points into it), or NULL when the request
+ * was answered (malformed body). */
+static json_t *session_of(http_req_t *req, const char **token, auth_session_t *s, int *rc,
+                          chr_err_t *err)
+{
+    chr_err_clear(err);
+    json_t *body = body_object(req);
+    if (!body) return NULL;
+    *token = string_member(req, body, "refresh_token");
+    if (!*token) {
+        json_decref(body);
+        return NULL;
+    }
+    *rc = auth_sessions_lookup(req->ctx->store, *token, s, err);
+    return body;
+}
+
 static void handle_refresh(http_req_t *req)
 {
-    json_t *body = body_object(req);
-    if (!body) return;
-    const char *token = string_member(req, body, "refresh_token");
-    if (!token) {
-        json_decref(body);
-        return;
-    }
-    int entity;
-    engine_t *eng = users_engine(req, &entity);
+    const char *token;
     auth_session_t s;
     chr_err_t err;
-    chr_err_clear(&err);
-    int rc = auth_sessions_lookup(req->ctx->store, token, &s, &err);
+    int rc;
+    json_t *body = session_of(req, &token, &s, &rc, &err);
+    if (!body) return;
+    int entity;
+    engine_t *eng = users_engine(req, &entity);
     json_t *doc = NULL;
     int64_t version;
     if (rc == CHR_OK && s.revoked) {
@@ -211,17 +225,12 @@ static void handle_refresh(http_req_t *req)
 
 static void handle_logout(http_req_t *req)
 {
-    json_t *body = body_object(req);
-    if (!body) return;
-    const char *token = string_member(req, body, "refresh_token");
-    if (!token) {
-        json_decref(body);
-        return;
-    }
+    const char *token;
     auth_session_t s;
     chr_err_t err;
-    chr_err_clear(&err);
-    int rc = auth_sessions_lookup(req->ctx->store, token, &s, &err);
+    int rc;
+    json_t *body = session_of(req, &token, &s, &rc, &err);
+    if (!body) return;
     if (rc == CHR_OK) rc = auth_sessions_revoke_family(req->ctx->store, s.family, &err);
     scrub(body, "refresh_token");
     json_decref(body);

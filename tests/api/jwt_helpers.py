@@ -95,5 +95,12 @@ class KeyPair:
         return f"{signing}.{b64url(sig)}"
 
 
+def key_file(path, keys):
+    """Writes an API_KEYS_FILE ({"keys": keys}) at path; returns path."""
+    with open(path, "w") as f:
+        json.dump({"keys": keys}, f)
+    return path
+
+
 def bearer(token):
     return {"Authorization": f"Bearer {token}"}

@@ -9,7 +9,6 @@ claim names, JWT_SECRET_PREVIOUS during rotation, the verified-token cache
 configuration. Contract: docs/security.md.
 """
 
-import json
 import os
 import subprocess
 import time
@@ -18,7 +17,7 @@ import pytest
 
 from conftest import (BIN, ev, expect_json, expect_problem, new_id, new_stream, running_server,
                       stream_path, wait_until, TMP_ROOT, SERVER_ENV_VARS)
-from jwt_helpers import KeyPair, bearer, claims, hs256, unsigned
+from jwt_helpers import KeyPair, bearer, claims, hs256, key_file, unsigned
 
 SECRET = "jwt-secret-for-tests-0123456789abcdef"
 OLD_SECRET = "jwt-secret-previous-0123456789abcdef"
@@ -37,12 +36,6 @@ def keys():
     d = os.path.join(TMP_ROOT, f"jwt-keys-{os.getpid()}")
     os.makedirs(d, exist_ok=True)
     return {"rsa": KeyPair("rsa", d), "ec": KeyPair("ec", d)}
-
-
-def key_file(path, keys_):
-    with open(path, "w") as f:
-        json.dump({"keys": keys_}, f)
-    return path
 
 
 @pytest.fixture(scope="module")

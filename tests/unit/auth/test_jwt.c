@@ -397,15 +397,17 @@ static void test_token_cache(void **state)
     auth_token_cache_t *c = auth_token_cache_new(64);
     auth_principal_t p = {.kind = AUTH_JWT}, got;
     snprintf(p.sub, sizeof p.sub, "cached");
-    const char *tok = "aaa.bbb.ccc";
-    assert_false(auth_token_cache_get(c, tok, strlen(tok), 100, &got));
-    auth_token_cache_put(c, tok, strlen(tok), 200, &p);
-    assert_true(auth_token_cache_get(c, tok, strlen(tok), 150, &got));
+    unsigned char d[AUTH_TOKEN_DIGEST_LEN], other[AUTH_TOKEN_DIGEST_LEN];
+    crypto_generichash(d, sizeof d, (const unsigned char *)"aaa.bbb.ccc", 11, NULL, 0);
+    crypto_generichash(other, sizeof other, (const unsigned char *)"aaa.bbb.ccd", 11, NULL, 0);
+    assert_false(auth_token_cache_get(c, d, 100, &got));
+    auth_token_cache_put(c, d, 200, &p);
+    assert_true(auth_token_cache_get(c, d, 150, &got));
     assert_string_equal(got.sub, "cached");
-    assert_true(auth_token_cache_get(c, tok, strlen(tok), 200, &got));
-    assert_false(auth_token_cache_get(c, "aaa.bbb.ccd", 11, 150, &got)); /* another token */
-    assert_false(auth_token_cache_get(c, tok, strlen(tok), 201, &got));  /* expired */
-    assert_false(auth_token_cache_get(c, tok, strlen(tok), 150, &got));  /* and dropped */
+    assert_true(auth_token_cache_get(c, d, 200, &got));
+    assert_false(auth_token_cache_get(c, other, 150, &got)); /* another token */
+    assert_false(auth_token_cache_get(c, d, 201, &got));     /* expired */
+    assert_false(auth_token_cache_get(c, d, 150, &got));     /* and dropped */
     auth_token_cache_free(c);
 }
 
