@@ -227,6 +227,28 @@ static void append_done(void *user, int rc)
     http_async_wake(job->req); /* the last touch of job */
 }
 
+/* The stream the caller means by the URL's name, checked against its scope
+ * (engine_stream_access: a tenant's streams live under its prefix), in the
+ * request's arena; NULL after answering. */
+static const char *scoped_stream(http_req_t *req, const access_scope_t *scope, const char *stream,
+                                 bool write)
+{
+    size_t size = 2 * EVENT_NAME_MAX + 2;
+    char *named = http_req_alloc(req, size);
+    if (!named) {
+        http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL, "out of memory");
+        return NULL;
+    }
+    chr_err_t err;
+    chr_err_clear(&err);
+    if (engine_stream_access((engine_t *)req->ctx->engine, scope, stream, write, named, size,
+                             &err) != CHR_OK) {
+        http_problem_err(req, &err, err.code == CHR_EINVAL, NULL);
+        return NULL;
+    }
+    return named;
+}
+
 /* Sets the metadata tenant_id of an event to tenant (removes it when
  * NULL): a tenant's callers cannot tag events as another's. The new text
  * lives in the request's arena. Returns false after answering. */
@@ -273,20 +295,7 @@ void http_handle_stream_append(http_req_t *req)
         return;
     }
 
-    chr_err_t aerr;
-    chr_err_clear(&aerr);
-    char *named = http_req_alloc(req, 2 * EVENT_NAME_MAX + 2);
-    if (!named) {
-        http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL, "out of memory");
-        return;
-    }
-    if (engine_stream_access((engine_t *)req->ctx->engine, &scope, stream, true, named,
-                             2 * EVENT_NAME_MAX + 2, &aerr) != CHR_OK) {
-        http_problem_err(req, &aerr, strcmp(aerr.field, "stream") == 0 && aerr.code == CHR_EINVAL,
-                         NULL);
-        return;
-    }
-    stream = named; /* a tenant's stream lives under its prefix */
+    if (!(stream = scoped_stream(req, &scope, stream, true))) return;
 
     json_error_t je;
     json_t *root =
@@ -394,17 +403,7 @@ void http_handle_stream_read(http_req_t *req)
     store_t *store = req->ctx->store;
     chr_err_t err;
     chr_err_clear(&err);
-    char *named = http_req_alloc(req, 2 * EVENT_NAME_MAX + 2);
-    if (!named) {
-        http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL, "out of memory");
-        return;
-    }
-    if (engine_stream_access((engine_t *)req->ctx->engine, &scope, stream, false, named,
-                             2 * EVENT_NAME_MAX + 2, &err) != CHR_OK) {
-        http_problem_err(req, &err, err.code == CHR_EINVAL, NULL);
-        return;
-    }
-    stream = named;
+    if (!(stream = scoped_stream(req, &scope, stream, false))) return;
     event_list_t list = {0};
     if (store_read_stream(store, stream, from, (size_t)limit, backward, &list, &err) != CHR_OK) {
         event_list_free(&list);

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "core/access.h"
@@ -45,7 +46,7 @@ static auth_principal_t principal(const char *sub, const char *role)
     auth_principal_t p;
     memset(&p, 0, sizeof p);
     p.kind = AUTH_JWT;
-    if (sub) strcpy(p.sub, sub);
+    if (sub) snprintf(p.sub, sizeof p.sub, "%s", sub);
     if (role) assert_true(auth_principal_add_role(&p, role, strlen(role)));
     return p;
 }
