@@ -189,7 +189,8 @@ static bool rate_limit(http_req_t *req, const http_gate_t *g)
 {
     const http_route_t *r = req->match.route;
     if (!g->rl) return true;
-    if (r && (r->flags & HTTP_ROUTE_PUBLIC) && !(r->flags & HTTP_ROUTE_RATE_AUTH)) return true;
+    if (r && (r->flags & HTTP_ROUTE_PUBLIC) && !(r->flags & (HTTP_ROUTE_RATE_AUTH | HTTP_ROUTE_RATED)))
+        return true;
     metrics_rate_class_t cls = rate_class(req);
     if (g->rules[cls].rate <= 0) return true;
     char key[AUTH_SUB_MAX + 16];

@@ -581,7 +581,8 @@ int http_app_routes_add(const http_app_routes_t *a, http_router_t *r, chr_err_t 
                               .handler = actions[er->action].handler,
                               .flags = actions[er->action].flags,
                               .data = er};
-        if (route_public(er)) route.flags |= HTTP_ROUTE_PUBLIC; /* no credential needed */
+        if (route_public(er)) /* no credential needed; still rate-limited, per address */
+            route.flags |= HTTP_ROUTE_PUBLIC | HTTP_ROUTE_RATED;
         int rc = http_router_add(r, &route, err);
         if (rc) return rc;
     }

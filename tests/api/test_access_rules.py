@@ -241,3 +241,12 @@ def test_rules_are_in_openapi_unchanged_and_feed_respects_history_rules(srv):
     expect_problem(srv.get(f"/v1/streams/diaries-{d['id']}", headers=tok("feed-b")), 404, "not-found")
     got = expect_json(srv.get(f"/v1/streams/diaries-{d['id']}", headers=tok("feed-a")), 200)
     assert [e["type"] for e in got["events"]] == ["DiariesCreated"]
+
+
+def test_public_operations_are_still_rate_limited():
+    env = {"API_SECRET": "admin-secret", "JWT_SECRET": SECRET, "RATE_LIMIT_READ": "0.001/2"}
+    with running_server(args=["--app", APP], env=env, name="access-rl") as s:
+        codes = [s.get("/v1/posts").status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        # probes stay exempt
+        assert [s.get("/health").status_code for _ in range(3)] == [200, 200, 200]
