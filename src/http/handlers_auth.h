@@ -22,4 +22,8 @@
  * refresh-token table and adds the three login routes to r. Call once at start, after http_auth_new. */
 int http_auth_routes_add(http_ctx_t *ctx, http_router_t *r, chr_err_t *err);
 
+/* The routes above (static, borrowed): GET /v1/auth/me, then the login
+ * routes, which carry HTTP_ROUTE_RATE_AUTH. For openapi.c. */
+const http_route_t *http_auth_route_table(size_t *n);
+
 #endif
