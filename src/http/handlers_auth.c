@@ -83,7 +83,7 @@ static void answer_tokens(http_req_t *req, const char *key, const json_t *doc, c
     int64_t now = (int64_t)time(NULL);
     json_t *claims = json_pack("{s:s, s:s, s:I, s:I, s:s}", c_sub, key, "iss",
                                auth_jwt_issuer(j), "iat", (json_int_t)now, "exp",
-                               (json_int_t)(now + access_ttl), "sid", sid);
+                               (json_int_t)(now + access_ttl), "chr_sid", sid);
     chr_err_t err;
     chr_err_clear(&err);
     if (!claims) {

@@ -5,7 +5,7 @@
  *
  * Access tokens are HS256 JWTs signed with JWT_SECRET (AUTH_ACCESS_TTL
  * seconds, default 900) carrying sub (the user's key), roles, tenant_id,
- * iss, aud, iat, exp and sid (the session); refresh tokens are opaque
+ * iss, aud, iat, exp and chr_sid (the session); refresh tokens are opaque
  * (auth/sessions.h, AUTH_REFRESH_TTL seconds, default 30 days). Failures
  * look alike for unknown users and wrong passwords: same status, body and
  * cost (a dummy Argon2id verification). Rate-limited in the "auth" class.
