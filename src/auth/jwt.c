@@ -289,6 +289,9 @@ auth_jwt_rc_t auth_jwt_verify(const auth_jwt_t *j, const char *token, size_t len
         rc = fail(why, AUTH_JWT_MALFORMED, "the token is not a JWT");
     } else if (!alg) {
         rc = fail(why, AUTH_JWT_ALG, "the token's header has no alg");
+    } else if (json_object_get(hdr, "crit")) {
+        /* RFC 7515 4.1.11: extensions we do not understand must not be ignored */
+        rc = fail(why, AUTH_JWT_ALG, "the token's header has critical extensions");
     } else {
         char copy[AUTH_JWT_MAX_BYTES + 1];
         memcpy(copy, token, len);
@@ -297,7 +300,7 @@ auth_jwt_rc_t auth_jwt_verify(const auth_jwt_t *j, const char *token, size_t len
     }
     if (rc == AUTH_JWT_OK) rc = check_claims(j, pl, now, p, exp, why);
     if (rc == AUTH_JWT_OK) {
-        p->kind = strcmp(alg, "HS256") == 0 && json_is_string(json_object_get(pl, "sid"))
+        p->kind = strcmp(alg, "HS256") == 0 && json_is_string(json_object_get(pl, "chr_sid"))
                       ? AUTH_LOGIN
                       : AUTH_JWT;
     }

@@ -2,7 +2,8 @@
  * jwt.h - verifying bearer JWTs and signing our own access tokens.
  *
  * Verification (libjwt checks the signature; everything else is ours):
- *   - exactly three base64url segments, at most AUTH_JWT_MAX_BYTES;
+ *   - exactly three base64url segments, at most AUTH_JWT_MAX_BYTES; no
+ *     "crit" header (we understand no extension);
  *   - the header's alg picks the key, and only configured pairs are tried:
  *     HS256 -> JWT_SECRET (then JWT_SECRET_PREVIOUS), RS256/ES256 -> the
  *     public key. "none", other algorithms, or an alg without its key are
@@ -14,7 +15,8 @@
  *     e.g. "realm_access.roles"): sub (required string), roles (array of
  *     strings, or one string of space- or comma-separated roles), tenant_id
  *     (string). Oversized claims are refused rather than cut.
- * Tokens with a "sid" claim, HS256-signed, are the access tokens issued by
+ * Tokens with a "chr_sid" claim (not OIDC's "sid", which identity providers
+ * put in their own tokens), HS256-signed, are the access tokens issued by
  * /v1/auth/login (AUTH_LOGIN); the rest are AUTH_JWT.
  * Not here: caching verified tokens (token_cache.h), HTTP (http/auth.c).
  */

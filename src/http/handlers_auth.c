@@ -83,7 +83,7 @@ static void answer_tokens(http_req_t *req, const char *key, const json_t *doc, c
     int64_t now = (int64_t)time(NULL);
     json_t *claims = json_pack("{s:s, s:s, s:I, s:I, s:s}", c_sub, key, "iss",
                                auth_jwt_issuer(j), "iat", (json_int_t)now, "exp",
-                               (json_int_t)(now + access_ttl), "sid", sid);
+                               (json_int_t)(now + access_ttl), "chr_sid", sid);
     chr_err_t err;
     chr_err_clear(&err);
     if (!claims) {
@@ -260,10 +260,10 @@ static void handle_me(http_req_t *req)
     http_respond_json(req, 200, out);
 }
 
-static const http_route_t me_route = {"GET", "/v1/auth/me", handle_me, 0, NULL};
-
+/* GET /v1/auth/me first, then the login routes (HTTP_ROUTE_RATE_AUTH). */
 static const unsigned flags = HTTP_ROUTE_PUBLIC | HTTP_ROUTE_JSON_BODY | HTTP_ROUTE_RATE_AUTH;
 static const http_route_t routes[] = {
+    {"GET", "/v1/auth/me", handle_me, 0, NULL},
     {"POST", "/v1/auth/login", handle_login, flags, NULL},
     {"POST", "/v1/auth/refresh", handle_refresh, flags, NULL},
     {"POST", "/v1/auth/logout", handle_logout, flags, NULL},
@@ -284,10 +284,16 @@ static int ttl(const char *name, int64_t dflt, int64_t *out, chr_err_t *err)
     return CHR_OK;
 }
 
+const http_route_t *http_auth_route_table(size_t *n)
+{
+    *n = sizeof routes / sizeof routes[0];
+    return routes;
+}
+
 int http_auth_routes_add(http_ctx_t *ctx, http_router_t *r, chr_err_t *err)
 {
     if (ctx->auth) {
-        int rc = http_router_add(r, &me_route, err);
+        int rc = http_router_add(r, &routes[0], err);
         if (rc) return rc;
     }
     if (!ctx->engine || ctx->engine->def->auth.users_entity < 0) return CHR_OK;
@@ -298,7 +304,7 @@ int http_auth_routes_add(http_ctx_t *ctx, http_router_t *r, chr_err_t *err)
     int rc = ttl("AUTH_ACCESS_TTL", ACCESS_TTL_DEFAULT, &access_ttl, err);
     if (!rc) rc = ttl("AUTH_REFRESH_TTL", REFRESH_TTL_DEFAULT, &refresh_ttl, err);
     if (!rc) rc = auth_sessions_init(ctx->store, err);
-    for (size_t i = 0; !rc && i < sizeof routes / sizeof routes[0]; i++)
+    for (size_t i = 1; !rc && i < sizeof routes / sizeof routes[0]; i++)
         rc = http_router_add(r, &routes[i], err);
     if (!rc) password_prepare();
     return rc;

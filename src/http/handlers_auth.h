@@ -5,7 +5,7 @@
  *
  * Access tokens are HS256 JWTs signed with JWT_SECRET (AUTH_ACCESS_TTL
  * seconds, default 900) carrying sub (the user's key), roles, tenant_id,
- * iss, aud, iat, exp and sid (the session); refresh tokens are opaque
+ * iss, aud, iat, exp and chr_sid (the session); refresh tokens are opaque
  * (auth/sessions.h, AUTH_REFRESH_TTL seconds, default 30 days). Failures
  * look alike for unknown users and wrong passwords: same status, body and
  * cost (a dummy Argon2id verification). Rate-limited in the "auth" class.
@@ -21,5 +21,9 @@
  * definition names auth.users: checks that JWT_SECRET is set, creates the
  * refresh-token table and adds the three login routes to r. Call once at start, after http_auth_new. */
 int http_auth_routes_add(http_ctx_t *ctx, http_router_t *r, chr_err_t *err);
+
+/* The routes above (static, borrowed): GET /v1/auth/me, then the login
+ * routes, which carry HTTP_ROUTE_RATE_AUTH. For openapi.c. */
+const http_route_t *http_auth_route_table(size_t *n);
 
 #endif

@@ -404,6 +404,21 @@ def secured_server():
         yield srv
 
 
+def start_fails(env, args=()):
+    """Runs `chronicle serve` with env (on top of the caller's environment
+    minus the server's variables) and args, which must make it refuse to
+    start; returns its stderr text."""
+    os.makedirs(TMP_ROOT, exist_ok=True)
+    full = {k: v for k, v in os.environ.items() if k not in SERVER_ENV_VARS}
+    full.update(env)
+    db = os.path.join(TMP_ROOT, f"refused-{uuid.uuid4()}.db")
+    p = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:0", "--database", f"sqlite:{db}", *args],
+                       env=full, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    err = p.stderr.decode("utf-8", "replace")
+    assert p.returncode != 0, f"the server started (or exited 0) with {env} {args}:\n{err}"
+    return err
+
+
 @pytest.fixture
 def server_factory():
     """Starts servers with custom flags/env; all are closed at teardown."""

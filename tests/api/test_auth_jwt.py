@@ -10,13 +10,12 @@ configuration. Contract: docs/security.md.
 """
 
 import os
-import subprocess
 import time
 
 import pytest
 
-from conftest import (BIN, ev, expect_json, expect_problem, new_id, new_stream, running_server,
-                      stream_path, wait_until, TMP_ROOT, SERVER_ENV_VARS)
+from conftest import (TMP_ROOT, ev, expect_json, expect_problem, new_id, new_stream, running_server,
+                      start_fails, stream_path, wait_until)
 from jwt_helpers import KeyPair, bearer, claims, hs256, key_file, unsigned
 
 SECRET = "jwt-secret-for-tests-0123456789abcdef"
@@ -240,17 +239,6 @@ def test_definition_api_keys_from_environment():
 
 
 # ---- configuration refused at start ------------------------------------------------
-
-
-def start_fails(env, args=()):
-    os.makedirs(TMP_ROOT, exist_ok=True)
-    full = {k: v for k, v in os.environ.items() if k not in SERVER_ENV_VARS}
-    full.update(env)
-    db = os.path.join(TMP_ROOT, f"refused-{new_id()}.db")
-    p = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:0", "--database", f"sqlite:{db}", *args],
-                       env=full, capture_output=True, timeout=30)
-    assert p.returncode != 0, p.stderr.decode()
-    return p.stderr.decode()
 
 
 @pytest.mark.parametrize("env,field", [

@@ -206,6 +206,20 @@ def test_access_tokens_expire():
         assert s.get("/v1/auth/me", headers=bearer(t2["access_token"])).status_code in (200, 401)
 
 
+def test_openapi_documents_the_auth_routes(srv, users):
+    doc = expect_json(srv.get("/openapi.json", headers=ADMIN), 200)
+    assert doc["paths"]["/v1/auth/login"]["post"]["security"] == []
+    assert {"200", "401", "429"} <= set(doc["paths"]["/v1/auth/login"]["post"]["responses"])
+    assert "204" in doc["paths"]["/v1/auth/logout"]["post"]["responses"]
+    assert "security" not in doc["paths"]["/v1/auth/me"]["get"]
+    tokens_schema = doc["components"]["schemas"]["Tokens"]
+    t = tokens(srv, "ada@example.com")
+    assert set(tokens_schema["required"]) == set(t)
+    me = expect_json(srv.get("/v1/auth/me", headers=bearer(t["access_token"])), 200)
+    assert set(doc["components"]["schemas"]["Principal"]["required"]) == set(me)
+    assert "password" not in doc["components"]["schemas"]["users"]["properties"]
+
+
 def test_passwords_appear_nowhere(srv, users):
     """Runs last in this module: every password used above must be absent
     from every response a client can get, the feed, the log and the
@@ -244,3 +258,4 @@ def test_passwords_appear_nowhere(srv, users):
             assert pw.encode() not in raw, pw
         assert b"$argon2id$" in raw  # what is stored instead
         srv.start()
+

@@ -174,13 +174,25 @@ static void test_hs256_accept_and_claims(void **state)
     assert_false(auth_principal_has_role(&p, "op"));
     free(tok);
 
-    /* roles as one space/comma separated string; a sid marks our own tokens */
-    snprintf(extra, sizeof extra, "%s,\"roles\":\"a b,c\",\"sid\":\"s-1\"", exp_ok());
+    /* roles as one space/comma separated string; chr_sid marks our own tokens */
+    snprintf(extra, sizeof extra, "%s,\"roles\":\"a b,c\",\"chr_sid\":\"s-1\"", exp_ok());
     tok = hs256(HS_HEADER, payload(extra), SECRET);
     assert_int_equal(verify(j, tok, &p), AUTH_JWT_OK);
     assert_int_equal(p.kind, AUTH_LOGIN);
     assert_int_equal(p.n_roles, 3);
     assert_string_equal(auth_principal_role(&p, 2), "c");
+    free(tok);
+
+    /* OIDC's sid (identity providers' own session claim) does not make a login token */
+    snprintf(extra, sizeof extra, "%s,\"sid\":\"idp-session\"", exp_ok());
+    tok = hs256(HS_HEADER, payload(extra), SECRET);
+    assert_int_equal(verify(j, tok, &p), AUTH_JWT_OK);
+    assert_int_equal(p.kind, AUTH_JWT);
+    free(tok);
+
+    /* a critical header extension is refused even with a good signature */
+    tok = hs256("{\"alg\":\"HS256\",\"crit\":[\"b64\"],\"b64\":false}", payload(exp_ok()), SECRET);
+    expect(j, tok, AUTH_JWT_ALG);
     free(tok);
     auth_jwt_free(j);
 }
@@ -372,7 +384,7 @@ static void test_sign_roundtrip(void **state)
     (void)state;
     auth_jwt_t *j = verifier(&(auth_jwt_cfg_t){.secret = SECRET});
     json_t *c = json_pack("{s:s, s:I, s:s, s:[s]}", "sub", "k-1", "exp", (json_int_t)NOW + 60,
-                          "sid", "fam", "roles", "member");
+                          "chr_sid", "fam", "roles", "member");
     char *tok = NULL;
     chr_err_t err;
     assert_int_equal(auth_jwt_sign(j, c, &tok, &err), CHR_OK);
