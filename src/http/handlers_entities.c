@@ -554,7 +554,7 @@ int http_app_routes_build(engine_t *eng, http_app_routes_t **out, chr_err_t *err
 
 /* Whether the access rules let anyone run the route's action (then the
  * gate asks for no credential). */
-static bool route_public(const http_entity_route_t *er)
+bool http_entity_route_public(const http_entity_route_t *er)
 {
     const entity_def_t *e = &er->eng->def->entities[er->entity];
     switch (er->action) {
@@ -581,7 +581,7 @@ int http_app_routes_add(const http_app_routes_t *a, http_router_t *r, chr_err_t 
                               .handler = actions[er->action].handler,
                               .flags = actions[er->action].flags,
                               .data = er};
-        if (route_public(er)) /* no credential needed; still rate-limited, per address */
+        if (http_entity_route_public(er)) /* no credential needed; still rate-limited, per address */
             route.flags |= HTTP_ROUTE_PUBLIC | HTTP_ROUTE_RATED;
         int rc = http_router_add(r, &route, err);
         if (rc) return rc;

@@ -1078,7 +1078,7 @@ static void app_route_op(gen_t *g, const http_entity_route_t *er)
         snprintf(summary, sizeof summary, "Command %s on one of %s", action, e->name);
         break;
     }
-    json_t *op = op_new(g, er->method, er->pattern, id, summary, e->name, false);
+    json_t *op = op_new(g, er->method, er->pattern, id, summary, e->name, http_entity_route_public(er));
     if (!op) return;
     if (er->app) {
         char d[320];

@@ -250,3 +250,12 @@ def test_public_operations_are_still_rate_limited():
         assert codes == [200, 200, 429]
         # probes stay exempt
         assert [s.get("/health").status_code for _ in range(3)] == [200, 200, 200]
+
+
+def test_openapi_marks_public_operations(srv):
+    doc = expect_json(srv.get("/openapi.json", headers=ADMIN), 200)
+    paths = doc["paths"]
+    assert paths["/v1/posts"]["get"]["security"] == []
+    assert paths["/signup"]["post"]["security"] == []
+    assert "security" not in paths["/v1/posts"]["post"]
+    assert "security" not in paths["/v1/plain"]["get"]
