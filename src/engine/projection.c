@@ -126,7 +126,7 @@ static int build_entity(proj_entity_t *pe, const entity_def_t *e, const route_de
 
     /* Indexes: refs (lookups and joins), unique fields (partial, live rows),
      * and the system orderings lists use most. */
-    size_t index_cap = e->n_fields + 3 + n_routes + e->n_unique;
+    size_t index_cap = e->n_fields + 6 + 2 * n_routes + e->n_unique;
     pe->create_indexes = calloc(index_cap, sizeof *pe->create_indexes);
     pe->unique_check = calloc(e->n_fields ? e->n_fields : 1, sizeof *pe->unique_check);
     pe->group_check = calloc(e->n_unique ? e->n_unique : 1, sizeof *pe->group_check);
@@ -171,11 +171,15 @@ static int build_entity(proj_entity_t *pe, const entity_def_t *e, const route_de
                                  e->name, where, e->key, t_and);
         if (!pe->group_check[u]) return CHR_ENOMEM;
     }
-    if (e->tenant_scoped) /* lists of one tenant, in creation order */
+    if (e->tenant_scoped) { /* one tenant's lists, in key and creation order, read in index order */
+        pe->create_indexes[pe->n_indexes++] =
+            fmt("CREATE INDEX IF NOT EXISTS \"%s_tenant_key\" ON \"%s\" (\"tenant_id\", \"%s\")",
+                e->name, e->name, e->key);
         pe->create_indexes[pe->n_indexes++] = fmt(
             "CREATE INDEX IF NOT EXISTS \"%s_tenant_created\" ON \"%s\" (\"tenant_id\", "
             "\"created_at\", \"%s\")",
             e->name, e->name, e->key);
+    }
     /* With the key as the tie-break lists append to every ORDER BY. */
     pe->create_indexes[pe->n_indexes++] =
         fmt("CREATE INDEX IF NOT EXISTS \"%s_created_key\" ON \"%s\" (\"created_at\", \"%s\")",
@@ -196,6 +200,10 @@ static int build_entity(proj_entity_t *pe, const entity_def_t *e, const route_de
         pe->create_indexes[pe->n_indexes++] =
             fmt("CREATE INDEX IF NOT EXISTS \"%s_sort_%08x\" ON \"%s\" (%s)", e->name, h,
                 e->name, exprs);
+        if (e->tenant_scoped && pe->n_indexes < index_cap) /* the same order within a tenant */
+            pe->create_indexes[pe->n_indexes++] =
+                fmt("CREATE INDEX IF NOT EXISTS \"%s_tsort_%08x\" ON \"%s\" (\"tenant_id\", %s)",
+                    e->name, h, e->name, exprs);
         free(exprs);
     }
     if (!pe->create_table || !pe->drop_table || !pe->upsert_row || !pe->select_state ||
