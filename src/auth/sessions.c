@@ -18,6 +18,8 @@ static const char ddl[] =
     "created_at BIGINT NOT NULL)";
 static const char ddl_index[] =
     "CREATE INDEX IF NOT EXISTS " TABLE "_family ON " TABLE " (family)";
+static const char ddl_expiry[] =
+    "CREATE INDEX IF NOT EXISTS " TABLE "_expires ON " TABLE " (expires_at)";
 
 static void token_hash(const char *token, char out[HASH_HEX])
 {
@@ -38,7 +40,8 @@ static int apply(store_tx_t *tx, void *user, chr_err_t *err)
     int rc;
     if (w->kind == 0) {
         rc = store_tx_exec(tx, ddl, NULL, 0, NULL, err);
-        return rc ? rc : store_tx_exec(tx, ddl_index, NULL, 0, NULL, err);
+        if (!rc) rc = store_tx_exec(tx, ddl_index, NULL, 0, NULL, err);
+        return rc ? rc : store_tx_exec(tx, ddl_expiry, NULL, 0, NULL, err);
     }
     if (w->kind == 2) {
         store_val_t f = {.type = SV_TEXT, .s = w->family};
@@ -53,6 +56,11 @@ static int apply(store_tx_t *tx, void *user, chr_err_t *err)
         if (rc) return rc;
         if (changes != 1) return chr_fail(err, CHR_ECONFLICT, "refresh_token", "already used");
     }
+    /* each issue also drops rows that expired (an index range): the table
+     * holds live sessions only, whatever the login rate */
+    store_val_t now = {.type = SV_INT, .i = w->now};
+    rc = store_tx_exec(tx, "DELETE FROM " TABLE " WHERE expires_at < ?", &now, 1, NULL, err);
+    if (rc) return rc;
     store_val_t v[6] = {
         {.type = SV_TEXT, .s = w->hash},     {.type = SV_TEXT, .s = w->family},
         {.type = SV_TEXT, .s = w->user_key}, {.type = SV_INT, .i = w->expires_at},

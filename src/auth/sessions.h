@@ -8,7 +8,8 @@
  * Using a token rotates it: the old row is revoked and a new token issued
  * in one transaction, so each token works once. A revoked token presented
  * again means it was copied: the whole family is revoked. Logout revokes
- * the family. Why a table and not events: docs/security.md.
+ * the family. Every issue deletes the rows that have expired, so the table
+ * holds live sessions only. Why a table and not events: docs/security.md.
  * Writes block the calling thread until their commit (store_commit).
  */
 #ifndef CHRONICLE_AUTH_SESSIONS_H

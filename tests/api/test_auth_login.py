@@ -206,6 +206,31 @@ def test_access_tokens_expire():
         assert s.get("/v1/auth/me", headers=bearer(t2["access_token"])).status_code in (200, 401)
 
 
+def test_expired_sessions_are_dropped():
+    """Refresh tokens past AUTH_REFRESH_TTL stop working, and the next login
+    deletes their rows (SQLite: the table is read from the file)."""
+    env = {"JWT_SECRET": SECRET, "API_SECRET": "admin-secret", "TEST_REPORTING_KEY": "r" * 24,
+           "AUTH_REFRESH_TTL": "1"}
+    with running_server(args=("--app", APP), env=env, name="login-rttl") as s:
+        expect_json(s.post("/v1/users", json={"email": "e@example.com", "password": "expiring-pw"},
+                           headers=ADMIN), 201)
+        t = expect_json(login(s, "e@example.com", "expiring-pw"), 200)
+        issued = time.time()
+        # the clock, not another thread, is what we wait for here
+        wait_until(lambda: time.time() > issued + 2.2, timeout=10)
+        expect_problem(s.post("/v1/auth/refresh", json={"refresh_token": t["refresh_token"]}), 401,
+                       "unauthorized")
+        expect_json(login(s, "e@example.com", "expiring-pw"), 200)
+        if s.db_path:
+            import sqlite3
+            con = sqlite3.connect(f"file:{s.db_path}?mode=ro", uri=True)
+            try:
+                rows = con.execute("SELECT count(*) FROM chronicle_auth_refresh").fetchone()[0]
+            finally:
+                con.close()
+            assert rows == 1, rows
+
+
 def test_openapi_documents_the_auth_routes(srv, users):
     doc = expect_json(srv.get("/openapi.json", headers=ADMIN), 200)
     assert doc["paths"]["/v1/auth/login"]["post"]["security"] == []
