@@ -187,6 +187,12 @@ def test_same_email_in_two_tenants_and_logins_per_tenant(app):
         r = app.post("/v1/auth/login", json={**({"tenant_id": tenant} if tenant else {}),
                                              "email": "sam@shared.example", "password": pw})
         expect_problem(r, 401, "unauthorized")
+    # a refreshed token keeps the tenant
+    r = app.post("/v1/auth/login", json={"tenant_id": b, "email": "sam@shared.example", "password": "password of tenant b"})
+    refreshed = expect_json(app.post("/v1/auth/refresh", json={"refresh_token": expect_json(r, 200)["refresh_token"]}),
+                            200)["access_token"]
+    me = expect_json(app.get("/v1/auth/me", headers=bearer(refreshed)), 200)
+    assert (me["kind"], me["tenant_id"]) == ("login", b)
     ua = expect_json(app.get("/api/v1/users", headers=bearer(ta)), 200)
     ub = expect_json(app.get("/api/v1/users", headers=bearer(tb)), 200)
     assert [u["tenant_id"] for u in ua] == [a] and [u["tenant_id"] for u in ub] == [b]
