@@ -67,7 +67,7 @@ start_chronicle() {
     base="http://127.0.0.1:$port"
 }
 
-# run_wrk KEY SCRIPT URL: one bounded wrk phase, its RESULT line in R[KEY].
+# run_wrk KEY SCRIPT URL [HEADER]: one bounded wrk phase, its RESULT line in R[KEY].
 # With BENCH_CPUSPLIT (a cpusplit.py: per-process CPU over a window), the
 # CPU split of the phase's middle (from 1 s in, DURATION-2 s long) goes to
 # stderr and into C[KEY].
@@ -80,7 +80,7 @@ run_wrk() {
         cpu_pid=$!
     fi
     out=$(timeout 120 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency --timeout 5s \
-        -s "$2" "$3") || die "wrk failed on $3"
+        ${4:+-H "$4"} -s "$2" "$3") || die "wrk failed on $3"
     echo "$out" >&2
     R[$1]=$(echo "$out" | grep '^RESULT ' || die "no RESULT line from wrk on $3")
     if [ -n "$cpu_pid" ]; then

@@ -3,7 +3,7 @@
 # Usage: scripts/deps.sh run|test. Idempotent: checks with dpkg -s first and
 # runs apt-get update only when something must be installed.
 set -eu
-run_pkgs="build-essential cmake pkg-config libjansson-dev libsqlite3-dev libsodium-dev libmicrohttpd-dev libpq-dev libcurl4-openssl-dev sqlite3"
+run_pkgs="build-essential cmake pkg-config libjansson-dev libsqlite3-dev libsodium-dev libmicrohttpd-dev libpq-dev libcurl4-openssl-dev libjwt-dev sqlite3"
 test_pkgs="$run_pkgs libcmocka-dev python3 python3-pytest python3-requests postgresql"
 case "${1:-run}" in
     run) pkgs=$run_pkgs ;;

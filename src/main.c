@@ -70,6 +70,10 @@ static void usage(FILE *out)
     fprintf(out, "\nFlags (each also read from the environment variable shown):\n");
     config_print_flags(out);
     fprintf(out, "  %-44s %s\n", "--json", "machine-readable output (stats, migrate status)");
+    fprintf(out, "\nFrom the environment only: API_KEYS_FILE, JWT_SECRET, JWT_SECRET_PREVIOUS,\n"
+                 "JWT_PUBLIC_KEY_FILE, JWT_ISSUER, JWT_AUDIENCE, JWT_CLAIM_{SUB,ROLES,TENANT},\n"
+                 "JWT_LEEWAY, AUTH_ACCESS_TTL, AUTH_REFRESH_TTL, RATE_LIMIT_{READ,WRITE,AUTH},\n"
+                 "CORS_ORIGINS, CORS_MAX_AGE (docs/security.md), SSE_HEARTBEAT_MS.\n");
 }
 
 static const command_t *find_command(const char *name)

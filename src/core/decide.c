@@ -92,7 +92,7 @@ static int fail_validation(decision_t *d)
 static bool is_system_field(const char *name)
 {
     return strcmp(name, "version") == 0 || strcmp(name, "created_at") == 0 ||
-           strcmp(name, "updated_at") == 0;
+           strcmp(name, "updated_at") == 0 || strcmp(name, "tenant_id") == 0;
 }
 
 static bool state_exists(const entity_state_t *s)

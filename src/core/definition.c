@@ -34,12 +34,19 @@
 #define ROUTE_MAX_LIMIT 1000
 #define ROUTE_DEFAULT_LIMIT 50
 
-static const char *const top_keys[] = {"app",      "entities", "routes",
+static const char *const top_keys[] = {"app",       "entities", "routes",   "auth",
                                         "schedules", "webhooks", "audit_log", NULL};
 static const char *const schedule_keys[] = {"cron",  "for_each", "cron_field", "timezone",
                                              "event", "data",     NULL};
-static const char *const entity_keys[] = {
-    "key", "fields", "operations", "events", "commands", "recreate_after_delete", NULL};
+static const char *const auth_keys[] = {"users", "api_keys", NULL};
+static const char *const api_key_keys[] = {"name", "key_env", "roles", "tenant_id", NULL};
+static const char *const entity_keys[] = {"key",      "fields",
+                                          "operations", "events",
+                                          "commands", "recreate_after_delete",
+                                          "tenant_scoped", "unique",
+                                          "access",   NULL};
+static const char *const access_op_names[] = {"list",   "get",     "create", "update",
+                                              "delete", "history", NULL};
 static const char *const field_options[] = {"type",       "required", "default", "unique",
                                             "max_length", "min",      "max",     "immutable",
                                             "private",    "values",   "to",      "on_delete",
@@ -219,6 +226,7 @@ static void command_free(command_def_t *c)
     json_decref(c->when);
     json_decref(c->set);
     free(c->event);
+    access_set_free(&c->access);
     memset(c, 0, sizeof *c);
 }
 
@@ -236,6 +244,14 @@ static void entity_free(entity_def_t *e)
     for (size_t i = 0; i < e->n_commands; i++)
         command_free(&e->commands[i]);
     free(e->commands);
+    for (size_t i = 0; i < ACC_N; i++)
+        access_set_free(&e->access[i]);
+    for (size_t i = 0; i < e->n_unique; i++) {
+        for (size_t j = 0; j < e->unique[i].n; j++)
+            free(e->unique[i].fields[j]);
+        free(e->unique[i].fields);
+    }
+    free(e->unique);
     memset(e, 0, sizeof *e);
 }
 
@@ -308,6 +324,8 @@ void definition_free(definition_t *def)
         sink_filter_free(&def->audit_log->filter);
         free(def->audit_log);
     }
+    free(def->auth.users);
+    json_decref(def->auth.api_keys);
     free(def);
 }
 
@@ -405,7 +423,9 @@ static int parse_enum_values(const json_t *v, const char *path, field_def_t *f, 
 static const char *option_restriction(const char *opt, field_type_t t)
 {
     if (strcmp(opt, "max_length") == 0)
-        return (t == FT_STRING || t == FT_TEXT || t == FT_EMAIL) ? NULL : "string, text and email";
+        return (t == FT_STRING || t == FT_TEXT || t == FT_EMAIL || t == FT_PASSWORD)
+                   ? NULL
+                   : "string, text, email and password";
     if (strcmp(opt, "min") == 0 || strcmp(opt, "max") == 0)
         return (t == FT_INTEGER || t == FT_NUMBER) ? NULL : "integer and number";
     if (strcmp(opt, "values") == 0) return t == FT_ENUM ? NULL : "enum";
@@ -439,6 +459,21 @@ static int parse_field(const char *name, const json_t *spec, const char *path, f
                    json_string_value(type));
     if (kind == FIELD_KEY && f->type != FT_STRING)
         return bad(err, p, "must be \"string\": this field is the entity's key");
+    if (kind == FIELD_INPUT && f->type == FT_PASSWORD)
+        return bad(err, p, "password fields cannot be command inputs");
+    if (f->type == FT_PASSWORD) {
+        const json_t *pv = json_object_get(spec, "private");
+        child(p, path, "private");
+        if (pv && !json_is_true(pv))
+            return bad(err, p, "password fields are always private");
+        child(p, path, "unique");
+        if (json_is_true(json_object_get(spec, "unique")))
+            return bad(err, p, "not allowed for password fields");
+        child(p, path, "default");
+        if (json_object_get(spec, "default"))
+            return bad(err, p, "not allowed for password fields");
+        child(p, path, "type");
+    }
 
     const char *opt;
     const json_t *v;
@@ -525,6 +560,7 @@ static int parse_field(const char *name, const json_t *spec, const char *path, f
         return bad(err, p, "must not be less than min");
     }
     if (kind == FIELD_KEY) f->unique = f->immutable = true;
+    if (f->type == FT_PASSWORD) f->is_private = true;
     if (!f->has_max_length && field_max_length(f) > 0) {
         /* make the type default explicit for everyone reading the model */
         f->max_length = field_max_length(f);
@@ -737,6 +773,7 @@ static int parse_when(const json_t *v, const char *path, const entity_def_t *e, 
         child(p, path, k);
         const field_def_t *f = entity_field_or_key(e, k);
         if (!f) return bad(err, p, "unknown field \"%s\" of %s", k, e->name);
+        if (f->type == FT_PASSWORD) return bad(err, p, "cannot test password field \"%s\"", k);
         if (!json_is_null(val) && !field_check_value(f, val, msg, sizeof msg))
             return bad(err, p, "%s", msg);
     }
@@ -765,6 +802,8 @@ static int parse_set(const json_t *v, const char *path, const entity_def_t *e, c
         const field_def_t *f = entity_field(e, k);
         if (!f) return bad(err, p, "unknown field \"%s\" of %s", k, e->name);
         if (f->immutable) return bad(err, p, "field \"%s\" is immutable", k);
+        if (f->type == FT_PASSWORD)
+            return bad(err, p, "password field \"%s\" cannot be set by a command", k);
         const char *s = json_string_value(val);
         if (s && s[0] == '$') {
             if (strcmp(s, "$now") == 0) {
@@ -864,6 +903,105 @@ static int parse_commands(const json_t *v, const char *path, const json_t *entit
     return CHR_OK;
 }
 
+/* "unique": [["a", "b"], ...]: groups of at least two distinct fields that
+ * may be unique together (not json, text or private). */
+static int parse_unique(const json_t *v, const char *path, entity_def_t *e, chr_err_t *err)
+{
+    if (!json_is_array(v) || json_array_size(v) == 0)
+        return bad(err, path, "must be a non-empty array of field-name arrays, such as "
+                              "[[\"workspace_id\", \"user_id\"]]");
+    size_t n = json_array_size(v);
+    e->unique = calloc(n, sizeof *e->unique);
+    if (!e->unique) return oom(err);
+    for (size_t i = 0; i < n; i++) {
+        char p[PATH_MAX_LEN], q[PATH_MAX_LEN];
+        item(p, path, i);
+        const json_t *g = json_array_get(v, i);
+        if (!json_is_array(g) || json_array_size(g) < 2)
+            return bad(err, p, "must be an array of at least two field names (one field: use "
+                               "the field's \"unique\" option)");
+        unique_group_t *u = &e->unique[e->n_unique++];
+        u->fields = calloc(json_array_size(g), sizeof *u->fields);
+        if (!u->fields) return oom(err);
+        for (size_t j = 0; j < json_array_size(g); j++) {
+            item(q, p, j);
+            const char *f = json_string_value(json_array_get(g, j));
+            const field_def_t *fd = f ? entity_field(e, f) : NULL;
+            if (!fd) return bad(err, q, "must name a field of %s", e->name);
+            if (fd->type == FT_JSON || fd->type == FT_TEXT || fd->is_private)
+                return bad(err, q, "\"%s\": json, text and private fields cannot be unique", f);
+            for (size_t k = 0; k < u->n; k++)
+                if (strcmp(u->fields[k], f) == 0) return bad(err, q, "\"%s\" is given twice", f);
+            if (dup_str(f, &u->fields[u->n], err)) return CHR_ENOMEM;
+            u->n++;
+        }
+    }
+    return CHR_OK;
+}
+
+/* One rule set of "access": parsed, its owner field checked against e. */
+static int parse_rule_set(const json_t *v, const char *path, const entity_def_t *e,
+                          access_set_t *out, chr_err_t *err)
+{
+    char why[256];
+    if (!access_parse(v, out, why, sizeof why)) return bad(err, path, "%s", why);
+    const char *owner = access_owner_field(out);
+    if (owner && strcmp(owner, e->key) != 0) {
+        const field_def_t *f = entity_field(e, owner);
+        if (!f) return bad(err, path, "owner:%s: %s has no field %s", owner, e->name, owner);
+        if (f->type != FT_STRING && f->type != FT_REF && f->type != FT_EMAIL)
+            return bad(err, path, "owner:%s: the owner field must be the key or a string, email "
+                                  "or ref field, not %s", owner, field_type_name(f->type));
+    }
+    if (e->tenant_scoped && access_is_public(out))
+        return bad(err, path, "public: %s is tenant_scoped, so every caller needs a tenant; "
+                              "use authenticated", e->name);
+    return CHR_OK;
+}
+
+/* "access": {"list": rule(s), ..., "<command>": rule(s)}; what is not
+ * named is "authenticated". */
+static int parse_access(const json_t *v, const char *path, entity_def_t *e, chr_err_t *err)
+{
+    if (v && !json_is_object(v))
+        return bad(err, path, "must be an object of operation -> rule or array of rules");
+    const char *name;
+    const json_t *rule;
+    json_object_foreach((json_t *)v, name, rule) {
+        char p[PATH_MAX_LEN];
+        child(p, path, name);
+        if (!in_list(name, access_op_names) && !entity_command(e, name)) {
+            char list[128];
+            join(access_op_names, list, sizeof list);
+            return bad(err, p, "unknown operation; expected one of %s or a command of %s", list,
+                       e->name);
+        }
+    }
+    for (size_t i = 0; i < ACC_N; i++) {
+        char p[PATH_MAX_LEN];
+        child(p, path, access_op_names[i]);
+        const json_t *r = v ? json_object_get(v, access_op_names[i]) : NULL;
+        int rc = r ? parse_rule_set(r, p, e, &e->access[i], err)
+                   : (access_default(&e->access[i]) ? CHR_OK : oom(err));
+        if (rc) return rc;
+    }
+    for (size_t i = 0; i < e->n_commands; i++) {
+        char p[PATH_MAX_LEN];
+        command_def_t *c = &e->commands[i];
+        child(p, path, c->name);
+        const json_t *r = v ? json_object_get(v, c->name) : NULL;
+        int rc = r ? parse_rule_set(r, p, e, &c->access, err)
+                   : (access_default(&c->access) ? CHR_OK : oom(err));
+        if (rc) return rc;
+    }
+    return CHR_OK;
+}
+
+const char *access_op_name(access_op_t op)
+{
+    return op < ACC_N ? access_op_names[op] : "?";
+}
+
 static int parse_entity(const char *name, const json_t *spec, const char *path,
                         const json_t *entities, entity_def_t *e, chr_err_t *err)
 {
@@ -914,7 +1052,17 @@ static int parse_entity(const char *name, const json_t *spec, const char *path,
     const json_t *rad = json_object_get(spec, "recreate_after_delete");
     child(p, path, "recreate_after_delete");
     if (rad && (rc = check_bool(rad, p, &e->recreate_after_delete, err))) return rc;
-    return CHR_OK;
+
+    const json_t *ts = json_object_get(spec, "tenant_scoped");
+    child(p, path, "tenant_scoped");
+    if (ts && (rc = check_bool(ts, p, &e->tenant_scoped, err))) return rc;
+
+    const json_t *uniq = json_object_get(spec, "unique");
+    child(p, path, "unique");
+    if (uniq && (rc = parse_unique(uniq, p, e, err))) return rc;
+
+    child(p, path, "access");
+    return parse_access(json_object_get(spec, "access"), p, e, err);
 }
 
 static int parse_entities(const json_t *v, definition_t *def, chr_err_t *err)
@@ -937,12 +1085,23 @@ static int parse_entities(const json_t *v, definition_t *def, chr_err_t *err)
         if (rc) return rc;
         if ((rc = parse_entity(name, spec, p, v, &def->entities[i++], err))) return rc;
     }
-    /* resolve ref targets to indexes */
+    /* resolve ref targets to indexes; a ref to a tenant-scoped entity is
+     * checked within the referring row's tenant, so it needs one */
     for (i = 0; i < def->n_entities; i++) {
         entity_def_t *e = &def->entities[i];
         for (size_t f = 0; f < e->n_fields; f++)
-            if (e->fields[f].type == FT_REF)
+            if (e->fields[f].type == FT_REF) {
                 e->fields[f].ref_entity = definition_entity_index(def, e->fields[f].ref_to);
+                if (!e->tenant_scoped && def->entities[e->fields[f].ref_entity].tenant_scoped) {
+                    char p[PATH_MAX_LEN], q[PATH_MAX_LEN];
+                    child(p, "entities", e->name);
+                    child(q, p, "fields");
+                    child(p, q, e->fields[f].name);
+                    return bad(err, p, "%s is tenant_scoped, so only tenant_scoped entities may "
+                                       "refer to it; mark %s \"tenant_scoped\": true",
+                               e->fields[f].ref_to, e->name);
+                }
+            }
         for (size_t c = 0; c < e->n_commands; c++)
             for (size_t f = 0; f < e->commands[c].n_input; f++) {
                 field_def_t *in = &e->commands[c].input[f];
@@ -1163,6 +1322,8 @@ static int parse_filters(const json_t *v, const char *where, const entity_def_t 
         const field_def_t *f = entity_field_or_key(e, k);
         if (!f) return bad(err, p, "unknown field \"%s\" of %s", k, e->name);
         if (f->type == FT_JSON) return bad(err, p, "cannot filter on json field \"%s\"", k);
+        if (f->type == FT_PASSWORD)
+            return bad(err, p, "cannot filter on password field \"%s\"", k);
         if (json_is_null(val)) return bad(err, p, "must not be null");
         if (!field_check_value(f, val, msg, sizeof msg)) return bad(err, p, "%s", msg);
     }
@@ -1461,6 +1622,84 @@ static int parse_schedules(const json_t *v, definition_t *def, chr_err_t *err)
     return CHR_OK;
 }
 
+/* ---- auth ------------------------------------------------------------------ */
+
+/* "users": an entity with an email field (type email, unique) and a
+ * password field (type password). */
+static int parse_auth_users(const json_t *v, definition_t *def, chr_err_t *err)
+{
+    const char *name = json_string_value(v);
+    if (!name) return bad(err, "auth.users", "must be the name of an entity");
+    int idx = definition_entity_index(def, name);
+    if (idx < 0) return bad(err, "auth.users", "unknown entity \"%s\"", name);
+    const entity_def_t *e = &def->entities[idx];
+    const field_def_t *email = entity_field(e, "email");
+    if (!email || email->type != FT_EMAIL || !email->unique)
+        return bad(err, "auth.users",
+                   "entity \"%s\" needs a field \"email\" of type email with \"unique\": true",
+                   name);
+    const field_def_t *pw = entity_field(e, "password");
+    if (!pw || pw->type != FT_PASSWORD)
+        return bad(err, "auth.users", "entity \"%s\" needs a field \"password\" of type password",
+                   name);
+    def->auth.users_entity = idx;
+    return dup_str(name, &def->auth.users, err);
+}
+
+/* "api_keys": [{"name", "key_env", "roles"?, "tenant_id"?}]. Keys are
+ * never written in a definition (it is checked in): only the name of the
+ * environment variable that holds one. */
+static int parse_api_keys(const json_t *v, definition_t *def, chr_err_t *err)
+{
+    if (!json_is_array(v)) return bad(err, "auth.api_keys", "must be an array of keys");
+    size_t i;
+    const json_t *k;
+    json_array_foreach(v, i, k) {
+        char p[PATH_MAX_LEN], q[PATH_MAX_LEN];
+        item(p, "auth.api_keys", i);
+        if (!json_is_object(k))
+            return bad(err, p, "must be an object {\"name\", \"key_env\", \"roles\", \"tenant_id\"}");
+        int rc = check_keys(k, p, api_key_keys, "member", "", err);
+        if (rc) return rc;
+        static const char *const required[] = {"name", "key_env", NULL};
+        for (size_t r = 0; required[r]; r++) {
+            const json_t *s = json_object_get(k, required[r]);
+            child(q, p, required[r]);
+            if (!json_is_string(s) || json_string_length(s) == 0 || json_string_length(s) > 127)
+                return bad(err, q, "is required: a string of 1-127 characters");
+        }
+        const json_t *roles = json_object_get(k, "roles");
+        child(q, p, "roles");
+        size_t j;
+        const json_t *r;
+        if (roles && !json_is_array(roles)) return bad(err, q, "must be an array of role names");
+        json_array_foreach(roles, j, r) {
+            if (!json_is_string(r) || json_string_length(r) == 0)
+                return bad(err, q, "must be an array of role names");
+        }
+        const json_t *t = json_object_get(k, "tenant_id");
+        child(q, p, "tenant_id");
+        if (t && (!json_is_string(t) || json_string_length(t) == 0))
+            return bad(err, q, "must be a non-empty string");
+    }
+    def->auth.api_keys = json_deep_copy(v);
+    return def->auth.api_keys ? CHR_OK : oom(err);
+}
+
+static int parse_auth(const json_t *v, definition_t *def, chr_err_t *err)
+{
+    def->auth.users_entity = -1;
+    if (!v) return CHR_OK;
+    if (!json_is_object(v))
+        return bad(err, "auth", "must be an object with \"users\" and/or \"api_keys\"");
+    int rc = check_keys(v, "auth", auth_keys, "key", "", err);
+    if (!rc && json_object_get(v, "users"))
+        rc = parse_auth_users(json_object_get(v, "users"), def, err);
+    if (!rc && json_object_get(v, "api_keys"))
+        rc = parse_api_keys(json_object_get(v, "api_keys"), def, err);
+    return rc;
+}
+
 /* ---- loading --------------------------------------------------------------- */
 
 static int parse_app(const json_t *v, definition_t *def, chr_err_t *err)
@@ -1703,6 +1942,7 @@ int definition_load(const char *json_text, size_t len, definition_t **out, chr_e
     if ((rc = parse_schedules(json_object_get(root, "schedules"), def, err))) goto done;
     if ((rc = parse_webhooks(json_object_get(root, "webhooks"), def, err))) goto done;
     if ((rc = parse_audit_log(json_object_get(root, "audit_log"), def, err))) goto done;
+    if ((rc = parse_auth(json_object_get(root, "auth"), def, err))) goto done;
 done:
     json_decref(root);
     if (rc) {
@@ -1799,6 +2039,12 @@ void definition_layout_hash(const definition_t *def, char out[65])
             if (fd->type == FT_REF) hash_str(&st, "to", fd->ref_to);
             for (size_t v = 0; v < fd->n_values; v++)
                 hash_str(&st, "value", fd->values[v]);
+        }
+        if (e->tenant_scoped) hash_str(&st, "tenant_scoped", "1");
+        for (size_t u = 0; u < e->n_unique; u++) {
+            hash_str(&st, "unique_group", e->name);
+            for (size_t f = 0; f < e->unique[u].n; f++)
+                hash_str(&st, "member", e->unique[u].fields[f]);
         }
         hash_str(&st, "end", e->name);
     }

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/access.h"
 #include "core/error.h"
 
 typedef enum field_type {
@@ -30,10 +31,11 @@ typedef enum field_type {
     FT_REF,       /* the key of an entity of `to`, checked in the same transaction */
     FT_CRON,      /* a 5-field cron expression */
     FT_EMAIL,     /* an e-mail address (local@domain), compared case-insensitively */
+    FT_PASSWORD,  /* a secret: checked as text, stored as an Argon2id hash, always private */
 } field_type_t;
 
 #define FIELD_TYPE_NAMES                                                                        \
-    "string, text, integer, number, boolean, timestamp, enum, json, ref, cron, email"
+    "string, text, integer, number, boolean, timestamp, enum, json, ref, cron, email, password"
 
 typedef struct field_def {
     char *name;
@@ -71,7 +73,27 @@ typedef struct command_def {
     json_t *when;       /* owned object field -> required current value, or NULL */
     json_t *set;        /* owned object field -> constant, "$input.NAME" or "$now" */
     char *event;        /* event type emitted */
+    access_set_t access; /* who may run it (entity "access" by command name) */
 } command_def_t;
+
+/* The operations an entity's "access" names besides its commands. An upsert
+ * is checked as the create or the update it turns out to be. */
+typedef enum access_op {
+    ACC_LIST,
+    ACC_GET,
+    ACC_CREATE,
+    ACC_UPDATE,
+    ACC_DELETE,
+    ACC_HISTORY,
+    ACC_N,
+} access_op_t;
+
+/* An entity-level "unique": [["a", "b"], ...] group: no two live entities
+ * (of one tenant, for tenant-scoped entities) share all these values. */
+typedef struct unique_group {
+    char **fields; /* owned; field names, at least two */
+    size_t n;
+} unique_group_t;
 
 typedef struct entity_def {
     char *name;        /* "teams": URL segment, table name, stream prefix */
@@ -83,6 +105,10 @@ typedef struct entity_def {
     command_def_t *commands;
     size_t n_commands;
     bool recreate_after_delete; /* default true */
+    bool tenant_scoped;         /* rows belong to the caller's tenant (system field tenant_id) */
+    access_set_t access[ACC_N]; /* per operation; default "authenticated" */
+    unique_group_t *unique;     /* composite uniqueness groups */
+    size_t n_unique;
     /* The key as a field: always FT_STRING, unique and immutable, never in
      * fields[]. Its options (required: the client must give the key;
      * max_length, default 255) come from fields[key] when the definition
@@ -154,6 +180,14 @@ typedef struct audit_log_def {
 #define AUDIT_LOG_CONSUMER "audit_log"
 #define CONSUMER_NAME_MAX 48
 
+/* The definition's "auth" section (all optional). */
+typedef struct auth_def {
+    char *users;       /* entity with email + password: /v1/auth/login; NULL = none */
+    int users_entity;  /* index of users, -1 when none */
+    json_t *api_keys;  /* owned array of {name, key_env, roles?, tenant_id?}, checked
+                          for shape; the keys themselves come from the environment */
+} auth_def_t;
+
 typedef struct definition {
     char *app;
     entity_def_t *entities;
@@ -165,6 +199,7 @@ typedef struct definition {
     webhook_def_t *webhooks;
     size_t n_webhooks;
     audit_log_def_t *audit_log; /* NULL when the definition has none */
+    auth_def_t auth;
 } definition_t;
 
 /* Parses and validates a definition from JSON text. On success *out is a
@@ -185,6 +220,9 @@ const field_def_t *entity_field(const entity_def_t *e, const char *name);
 const command_def_t *entity_command(const entity_def_t *e, const char *name);
 /* Like entity_field, but the key's name gives &e->key_field. */
 const field_def_t *entity_field_or_key(const entity_def_t *e, const char *name);
+
+/* The name of an access operation ("list", ...). */
+const char *access_op_name(access_op_t op);
 
 /* The name of a field type ("string", ...). */
 const char *field_type_name(field_type_t t);

@@ -35,6 +35,8 @@ const char *chr_status_name(int code)
     case CHR_ENOMEM: return "out_of_memory";
     case CHR_EUNAVAILABLE: return "unavailable";
     case CHR_EPRECONDITION: return "precondition_failed";
+    case CHR_EFORBIDDEN: return "forbidden";
+    case CHR_EUNAUTHORIZED: return "unauthorized";
     default: return "unknown";
     }
 }

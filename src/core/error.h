@@ -21,6 +21,8 @@ typedef enum chr_status {
     CHR_ENOMEM = -6,     /* allocation failed */
     CHR_EUNAVAILABLE = -7, /* the store is closed or shutting down */
     CHR_EPRECONDITION = -8, /* an If-Match version did not match */
+    CHR_EFORBIDDEN = -9,    /* the caller's credential does not allow this */
+    CHR_EUNAUTHORIZED = -10, /* the operation needs a credential and none was given */
 } chr_status_t;
 
 /* Conflict details for CHR_ECONFLICT on an expected-version mismatch. */

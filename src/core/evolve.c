@@ -48,7 +48,10 @@ static json_t *merged(const entity_def_t *e, const json_t *base, const json_t *e
     json_object_foreach((json_t *)event_data, name, v)
     {
         if (name[0] == '_') continue; /* _previous, _input: the record, not the state */
-        bool is_key = strcmp(name, e->key) == 0;
+        /* tenant_id: set by the engine in the create event of a
+         * tenant-scoped entity, never by a client (decide refuses it) */
+        bool is_key = strcmp(name, e->key) == 0 ||
+                      (e->tenant_scoped && strcmp(name, "tenant_id") == 0);
         if (!is_key && !entity_field(e, name)) continue;
         if (json_is_null(v)) {
             if (!is_key) json_object_del(out, name);
@@ -102,6 +105,7 @@ json_t *entity_state_to_json(const entity_def_t *e, const entity_state_t *s)
     json_t *o = json_object();
     if (!o) return NULL;
     int rc = set_copy(o, e->key, json_object_get(s->data, e->key));
+    if (!rc && e->tenant_scoped) rc = set_copy(o, "tenant_id", json_object_get(s->data, "tenant_id"));
     for (size_t i = 0; !rc && i < e->n_fields; i++) {
         const field_def_t *f = &e->fields[i];
         if (f->is_private) continue;

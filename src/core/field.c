@@ -15,7 +15,10 @@
 #include <strings.h>
 
 #include "core/cron.h"
+#include <sodium.h>
+
 #include "core/event.h"
+#include "core/password.h"
 #include "core/timefmt.h"
 
 #define CRON_EXPECTED "must be a cron expression of 5 fields (minute hour day month weekday)"
@@ -24,7 +27,7 @@ static const char *const type_names[] = {
     [FT_STRING] = "string", [FT_TEXT] = "text",       [FT_INTEGER] = "integer",
     [FT_NUMBER] = "number", [FT_BOOLEAN] = "boolean", [FT_TIMESTAMP] = "timestamp",
     [FT_ENUM] = "enum",     [FT_JSON] = "json",       [FT_REF] = "ref",
-    [FT_CRON] = "cron",     [FT_EMAIL] = "email",
+    [FT_CRON] = "cron",     [FT_EMAIL] = "email",     [FT_PASSWORD] = "password",
 };
 
 const char *field_type_name(field_type_t t)
@@ -54,6 +57,8 @@ int64_t field_max_length(const field_def_t *f)
         return FIELD_TEXT_MAX_LENGTH;
     case FT_EMAIL:
         return FIELD_EMAIL_MAX_LENGTH;
+    case FT_PASSWORD:
+        return FIELD_PASSWORD_MAX_LENGTH;
     default:
         return 0;
     }
@@ -179,15 +184,18 @@ static bool check_text_value(const field_def_t *f, const json_t *v, char *msg, s
     switch (f->type) {
     case FT_STRING:
     case FT_TEXT:
-    case FT_EMAIL: {
+    case FT_EMAIL:
+    case FT_PASSWORD: {
+        if (f->type == FT_PASSWORD && utf8_chars(s, len) < FIELD_PASSWORD_MIN_LENGTH)
+            return fail(msg, size, "must be at least 8 characters long");
         if (f->type == FT_TEXT) {
             if (has_control(s, len, "\t\n\r"))
                 return fail(msg, size,
                             "must not contain control characters other than tab and line breaks");
         } else if (has_control(s, len, NULL)) {
             return fail(msg, size,
-                        f->type == FT_STRING ? "must be a single line without control characters"
-                                             : "must be an e-mail address");
+                        f->type == FT_EMAIL ? "must be an e-mail address"
+                                            : "must be a single line without control characters");
         }
         int64_t max = field_max_length(f);
         if (max > 0 && utf8_chars(s, len) > (uint64_t)max) {
@@ -253,6 +261,9 @@ bool field_check_value(const field_def_t *f, const json_t *v, char *msg, size_t 
     case FT_EMAIL:
         if (!json_is_string(v)) return fail(msg, msg_size, "must be an e-mail address");
         return check_text_value(f, v, msg, msg_size);
+    case FT_PASSWORD:
+        if (!json_is_string(v)) return fail(msg, msg_size, "must be a string");
+        return check_text_value(f, v, msg, msg_size);
     case FT_TIMESTAMP:
         if (!json_is_string(v))
             return fail(msg, msg_size,
@@ -292,6 +303,13 @@ bool field_check_value(const field_def_t *f, const json_t *v, char *msg, size_t 
 json_t *field_normalize(const field_def_t *f, const json_t *v)
 {
     json_t *mv = (json_t *)v; /* jansson's reference counting takes non-const */
+    if (f->type == FT_PASSWORD && json_is_string(v)) {
+        char hash[PASSWORD_HASH_MAX];
+        if (password_hash(json_string_value(v), json_string_length(v), hash) != 0) return NULL;
+        json_t *out = json_string(hash);
+        sodium_memzero(hash, sizeof hash);
+        return out;
+    }
     if (f->type == FT_TIMESTAMP && json_is_string(v)) {
         int64_t us;
         if (time_parse_rfc3339(json_string_value(v), &us) != 0) return json_incref(mv);

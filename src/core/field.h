@@ -20,6 +20,8 @@
 #define FIELD_TEXT_MAX_LENGTH (1 << 20)
 #define FIELD_EMAIL_MAX_LENGTH 254
 #define FIELD_KEY_MAX_BYTES 255
+#define FIELD_PASSWORD_MAX_LENGTH 128
+#define FIELD_PASSWORD_MIN_LENGTH 8
 
 /* Checks v (not NULL; JSON null is handled by the caller: it means "no
  * value") against f. Returns true when valid; otherwise writes a sentence
@@ -30,8 +32,9 @@
 bool field_check_value(const field_def_t *f, const json_t *v, char *msg, size_t msg_size);
 
 /* Normalises a valid value for storage: timestamps become canonical RFC 3339
- * UTC with microseconds, e-mail domains are lower-cased; other values are
- * returned as they are. Returns a new reference (NULL on allocation
+ * UTC with microseconds, e-mail domains are lower-cased, passwords become
+ * an Argon2id hash string (a new salt each time: slow on purpose); other
+ * values are returned as they are. Returns a new reference (NULL on allocation
  * failure). */
 json_t *field_normalize(const field_def_t *f, const json_t *v);
 

@@ -400,6 +400,21 @@ static int push_filter(query_t *q, const col_t *c, query_op_t op, store_val_t *v
     return CHR_OK;
 }
 
+int query_restrict(query_t *q, const char *column, bool nullable, const char *value,
+                   chr_err_t *err)
+{
+    store_val_t *val = calloc(1, sizeof *val);
+    char *copy = dup_str(value);
+    if (!val || !copy) {
+        free(val);
+        free(copy);
+        return oom(err);
+    }
+    *val = (store_val_t){.type = SV_TEXT, .s = copy};
+    col_t c = {.name = column, .kind = QK_TEXT, .nullable = nullable};
+    return push_filter(q, &c, QOP_EQ, val, 1, err);
+}
+
 /* Parses one filter name=text: a query parameter ("op.value" syntax, public
  * fields only), or a route's fixed filter (trusted: private fields allowed,
  * the text is a plain value compared with eq). */

@@ -191,6 +191,12 @@ int query_cursor(const query_t *q, const store_val_t *sort_vals, size_t n, const
 char *query_index_columns(const entity_def_t *e, const char *sort);
 
 /* Releases everything q owns and empties it. q may be empty or NULL. */
+/* Adds "column" = value (text) to q's filters: the predicates the engine
+ * adds for tenancy and owner rules. column must come from the definition
+ * (a field, the key or "tenant_id"). */
+int query_restrict(query_t *q, const char *column, bool nullable, const char *value,
+                   chr_err_t *err);
+
 void query_free(query_t *q);
 
 /* base64url without padding. query_b64url_encode returns a new string (NULL

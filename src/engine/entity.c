@@ -144,6 +144,79 @@ void engine_stream_name(const entity_def_t *e, const char *key, char *out, size_
     snprintf(out, size, "%s-%s", e->name, key);
 }
 
+/* ---- access ------------------------------------------------------------- */
+
+static const char *doc_str(const json_t *doc, const char *name)
+{
+    const json_t *v = name ? json_object_get(doc, name) : NULL;
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* Whether the caller passes rule set rules of entity e before any row is
+ * read: fills *verdict (ACCESS_ALLOW or ACCESS_OWNED) or fails with
+ * CHR_EUNAUTHORIZED / CHR_EFORBIDDEN. A tenant-scoped entity also needs a
+ * caller with a tenant, unless it has full access. */
+static int gate(const entity_def_t *e, const access_set_t *rules, const char *op,
+                const access_scope_t *scope, access_verdict_t *verdict, chr_err_t *err)
+{
+    if (!scope) return chr_fail(err, CHR_EFORBIDDEN, "", "no caller given");
+    access_verdict_t v = access_check(rules, scope);
+    if (v == ACCESS_UNAUTHENTICATED)
+        return chr_fail(err, CHR_EUNAUTHORIZED, "", "%s of %s needs a credential", op, e->name);
+    if (v == ACCESS_FORBIDDEN)
+        return chr_fail(err, CHR_EFORBIDDEN, "", "the caller's credential does not allow %s of %s",
+                        op, e->name);
+    if (e->tenant_scoped && !scope->full && !access_tenant(scope))
+        return chr_fail(err, CHR_EFORBIDDEN, "",
+                        "%s belongs to tenants and the caller's credential names no tenant",
+                        e->name);
+    *verdict = v;
+    return CHR_OK;
+}
+
+/* Whether a row (its whole state) is within the caller's reach: of the
+ * caller's tenant and, under an owner verdict, owned by the caller. */
+static bool row_visible(const entity_def_t *e, const access_set_t *rules, access_verdict_t v,
+                        const access_scope_t *scope, const json_t *doc)
+{
+    const char *t = access_tenant(scope);
+    if (e->tenant_scoped && t) {
+        const char *rt = doc_str(doc, "tenant_id");
+        if (!rt || strcmp(rt, t) != 0) return false;
+    }
+    if (v == ACCESS_OWNED) return access_owns(scope, doc_str(doc, access_owner_field(rules)));
+    return true;
+}
+
+/* Whether the caller could read this row with a get (so a refused write
+ * may say 403 instead of 404). */
+static bool row_readable(const entity_def_t *e, const access_scope_t *scope, const json_t *doc)
+{
+    access_verdict_t v = access_check(&e->access[ACC_GET], scope);
+    if (v != ACCESS_ALLOW && v != ACCESS_OWNED) return false;
+    return row_visible(e, &e->access[ACC_GET], v, scope, doc);
+}
+
+/* The current row of key when the caller may see it under op's rules
+ * (deleted rows included: history and time travel show them). A row the
+ * caller may not see is CHR_ENOTFOUND, as a missing one. from: the store
+ * whose projection tables to read (eng->reads for gets served from the read
+ * model; eng->store where the write model decides, as for the log's reads). */
+static int visible_row(engine_t *eng, store_t *from, const access_scope_t *scope, int entity,
+                       access_op_t op, const char *key, entity_state_t *st, chr_err_t *err)
+{
+    const entity_def_t *e = &eng->def->entities[entity];
+    access_verdict_t v;
+    int rc = gate(e, &e->access[op], access_op_name(op), scope, &v, err);
+    if (rc) return rc;
+    if (!key_valid(key)) return chr_fail(err, CHR_ENOTFOUND, "", "%s %s does not exist", e->name, key);
+    rc = projection_load(&eng->proj, from, entity, key, st, err);
+    if (rc) return rc;
+    if (!st->data || !row_visible(e, &e->access[op], v, scope, st->data))
+        return chr_fail(err, CHR_ENOTFOUND, "", "%s %s does not exist", e->name, key);
+    return CHR_OK;
+}
+
 /* ---- commands ----------------------------------------------------------- */
 
 typedef struct write_ctx {
@@ -160,6 +233,10 @@ typedef enum cmd_phase {
 
 struct engine_cmd {
     engine_t *eng;
+    access_scope_t scope;    /* the caller; points into who and tenant */
+    auth_principal_t who;
+    char tenant[AUTH_SUB_MAX + 1];
+    json_t *own_body;        /* the body with the owner field filled in, or NULL */
     int entity;
     cmd_kind_t kind;
     const command_def_t *custom;
@@ -308,6 +385,27 @@ static void commit_done(void *user, int rc)
     c->wake(c->user);
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return a && b && strcmp(a, b) == 0;
+}
+
+/* The rules of a command: its kind's (an upsert's as the create or update
+ * it turns out to be) or the custom command's own. */
+static const access_set_t *command_rules(const entity_def_t *e, cmd_kind_t kind,
+                                         const command_def_t *custom, bool creating)
+{
+    if (kind == CMD_CUSTOM && custom) return &custom->access;
+    if (creating) return &e->access[ACC_CREATE];
+    return &e->access[kind == CMD_DELETE ? ACC_DELETE : ACC_UPDATE];
+}
+
+static const char *command_op(cmd_kind_t kind, const command_def_t *custom)
+{
+    if (kind == CMD_CUSTOM && custom) return custom->name;
+    return kind == CMD_DELETE ? "delete" : "update";
+}
+
 /* One attempt, holding the turn: load, decide, and queue the unit of work.
  * Returns ENGINE_PENDING (commit_done will wake) or the final code. */
 static int attempt_run(engine_cmd_t *c)
@@ -317,7 +415,50 @@ static int attempt_run(engine_cmd_t *c)
     const entity_def_t *e = &eng->def->entities[c->entity];
     int rc = projection_load(&eng->proj, eng->store, c->entity, c->key, &c->state, &r->err);
     if (rc) return finish(c, rc);
+    const access_scope_t *scope = &c->scope;
+    const char *tenant = access_tenant(scope);
+    bool hidden = false; /* a row of another tenant: as if it did not exist */
+    if (c->state.data && e->tenant_scoped && tenant &&
+        !same_str(doc_str(c->state.data, "tenant_id"), tenant)) {
+        entity_state_free(&c->state);
+        entity_state_init(&c->state);
+        hidden = true;
+    }
     c->existed = c->state.data && !c->state.deleted;
+    bool creating = c->kind == CMD_CREATE || (c->kind == CMD_UPSERT && !c->existed);
+    const access_set_t *rules = command_rules(e, c->kind, c->custom, creating);
+    access_verdict_t verdict;
+    rc = gate(e, rules, creating ? "create" : command_op(c->kind, c->custom), scope, &verdict,
+              &r->err);
+    if (rc) return finish(c, rc);
+    if (creating && e->tenant_scoped) {
+        if (!tenant)
+            return finish(c, chr_fail(&r->err, CHR_EINVAL, "tenant_id",
+                                      "tenant_id: %s is tenant_scoped and the caller has no "
+                                      "tenant (API_SECRET callers name one with X-Tenant-Id)",
+                                      e->name));
+        if (!c->generated || hidden)
+            return finish(c, chr_fail(&r->err, CHR_EINVAL, e->key,
+                                      "%s: keys of tenant-scoped %s are generated by the server; "
+                                      "create without one",
+                                      e->key, e->name));
+    }
+    const char *owner = access_owner_field(rules);
+    if (!creating && c->existed && verdict == ACCESS_OWNED &&
+        !access_owns(scope, doc_str(c->state.data, owner))) {
+        /* Not the caller's: 403 when it may read the row anyway; else the
+         * row is hidden and the command goes on as if it did not exist
+         * (If-Match and the decision answer as for a missing key). */
+        if (row_readable(e, scope, c->state.data))
+            return finish(c, chr_fail(&r->err, CHR_EFORBIDDEN, owner,
+                                      "only the %s of %s %s may do this", owner, e->name, c->key));
+        if (c->kind == CMD_UPSERT) /* keys are global: a taken one cannot be created */
+            return finish(c, chr_fail(&r->err, CHR_ECONFLICT, "", "%s %s already exists",
+                                      e->name, c->key));
+        entity_state_free(&c->state);
+        entity_state_init(&c->state);
+        c->existed = false;
+    }
     if (c->if_match >= 0 && (!c->existed || c->state.version != c->if_match)) {
         chr_fail(&r->err, CHR_EPRECONDITION, "If-Match",
                  c->existed ? "If-Match: %s %s is at version %lld, not %lld"
@@ -341,14 +482,30 @@ static int attempt_run(engine_cmd_t *c)
         return finish(c, r->body ? CHR_OK : CHR_ENOMEM);
     }
 
+    if (creating && e->tenant_scoped && json_is_object(r->decision.event_data) &&
+        json_object_set_new(r->decision.event_data, "tenant_id", json_string(tenant)) != 0)
+        return finish(c, chr_fail(&r->err, CHR_ENOMEM, "", "out of memory"));
     rc = state_copy(&c->next, &c->state);
     if (!rc)
         rc = entity_evolve(e, &c->next, r->decision.event_type, r->decision.event_data,
                            c->state.version + 1, now);
+    if (!rc && verdict == ACCESS_OWNED && !c->next.deleted &&
+        !access_owns(scope, doc_str(c->next.data, owner)))
+        return finish(c, chr_fail(&r->err, CHR_EFORBIDDEN, owner,
+                                  "%s: must be the caller's own subject (access rule owner:%s)",
+                                  owner, owner));
     char *data = rc ? NULL : json_dumps(r->decision.event_data, JSON_COMPACT);
-    if (!rc && (!data || event_init(&c->ev, NULL, c->stream, r->decision.event_type, data, NULL)))
+    char *meta = NULL;
+    if (!rc && e->tenant_scoped) { /* the feed confines events by this tag */
+        json_t *m = json_pack("{s:s?}", "tenant_id", doc_str(c->next.data, "tenant_id"));
+        meta = m ? json_dumps(m, JSON_COMPACT) : NULL;
+        json_decref(m);
+        if (!meta) rc = CHR_ENOMEM;
+    }
+    if (!rc && (!data || event_init(&c->ev, NULL, c->stream, r->decision.event_type, data, meta)))
         rc = CHR_ENOMEM;
     free(data);
+    free(meta);
     c->w = (write_ctx_t){.proj = &eng->proj, .entity = c->entity};
     if (!rc) rc = projection_row_render(&eng->proj, c->entity, c->key, &c->next, &c->w.row);
     if (rc) return finish(c, chr_fail(&r->err, CHR_ENOMEM, "", "out of memory"));
@@ -386,18 +543,21 @@ static int attempt_done(engine_cmd_t *c)
     return attempt_run(c);
 }
 
-int engine_command_start(engine_t *eng, int entity, cmd_kind_t kind, const command_def_t *custom,
-                         const char *key_in, const json_t *body, int64_t if_match,
-                         engine_result_t *r, engine_wake_fn wake, void *user, engine_cmd_t **out)
+int engine_command_start(engine_t *eng, const access_scope_t *scope, int entity, cmd_kind_t kind,
+                         const command_def_t *custom, const char *key_in, const json_t *body,
+                         int64_t if_match, engine_result_t *r, engine_wake_fn wake, void *user,
+                         engine_cmd_t **out)
 {
     memset(r, 0, sizeof *r);
     *out = NULL;
     const entity_def_t *e = &eng->def->entities[entity];
+    if (!scope) return r->code = chr_fail(&r->err, CHR_EFORBIDDEN, "", "no caller given");
     if (key_in && strlen(key_in) >= KEY_MAX)
         return r->code = chr_fail(&r->err, CHR_EINVAL, e->key, "%s is too long", e->key);
     engine_cmd_t *c = calloc(1, sizeof *c);
     if (!c) return r->code = chr_fail(&r->err, CHR_ENOMEM, "", "out of memory");
     *c = (engine_cmd_t){.eng = eng,
+                        .scope = *scope,
                         .entity = entity,
                         .kind = kind,
                         .custom = custom,
@@ -406,9 +566,33 @@ int engine_command_start(engine_t *eng, int entity, cmd_kind_t kind, const comma
                         .r = r,
                         .wake = wake,
                         .user = user};
-    command_key(e, key_in, body, c->key, sizeof c->key, &c->generated);
+    if (scope->who) {
+        c->who = *scope->who;
+        c->scope.who = &c->who;
+    }
+    snprintf(c->tenant, sizeof c->tenant, "%s", scope->tenant ? scope->tenant : "");
+    c->scope.tenant = c->tenant;
+    /* A create under an owner rule: the owner field defaults to the caller. */
+    const access_set_t *create_rules = &e->access[ACC_CREATE];
+    const char *owner = access_owner_field(create_rules);
+    if ((kind == CMD_CREATE || kind == CMD_UPSERT) && owner && strcmp(owner, e->key) != 0 &&
+        json_is_object(body) && access_check(create_rules, &c->scope) == ACCESS_OWNED) {
+        const json_t *given = json_object_get(body, owner);
+        if (!given || json_is_null(given)) {
+            c->own_body = json_deep_copy(body);
+            if (!c->own_body ||
+                json_object_set_new(c->own_body, owner, json_string(c->who.sub)) != 0) {
+                json_decref(c->own_body);
+                free(c);
+                return r->code = chr_fail(&r->err, CHR_ENOMEM, "", "out of memory");
+            }
+            c->body = c->own_body;
+        }
+    }
+    command_key(e, key_in, c->body, c->key, sizeof c->key, &c->generated);
     engine_stream_name(e, c->key, c->stream, sizeof c->stream);
     if (strlen(c->stream) > EVENT_NAME_MAX) {
+        json_decref(c->own_body);
         free(c);
         return r->code =
                    chr_fail(&r->err, CHR_EINVAL, e->key,
@@ -461,6 +645,7 @@ void engine_command_free(engine_cmd_t *c)
         if (owns) turn_pass(c); /* woken with the turn, then abandoned */
     }
     attempt_clear(c);
+    json_decref(c->own_body);
     free(c);
 }
 
@@ -476,14 +661,15 @@ static void sync_wake(void *user)
     sem_post(&w->sem);
 }
 
-int engine_command(engine_t *eng, int entity, cmd_kind_t kind, const command_def_t *custom,
-                   const char *key_in, const json_t *body, int64_t if_match, engine_result_t *r)
+int engine_command(engine_t *eng, const access_scope_t *scope, int entity, cmd_kind_t kind,
+                   const command_def_t *custom, const char *key_in, const json_t *body,
+                   int64_t if_match, engine_result_t *r)
 {
     sync_wait_t w;
     sem_init(&w.sem, 0, 0);
     engine_cmd_t *c;
-    int rc = engine_command_start(eng, entity, kind, custom, key_in, body, if_match, r, sync_wake,
-                                  &w, &c);
+    int rc = engine_command_start(eng, scope, entity, kind, custom, key_in, body, if_match, r,
+                                  sync_wake, &w, &c);
     while (rc == ENGINE_PENDING) {
         while (sem_wait(&w.sem) != 0) {
         } /* EINTR: keep waiting, the wake will come */
@@ -498,15 +684,14 @@ int engine_command(engine_t *eng, int entity, cmd_kind_t kind, const command_def
 
 static void strip_private(const entity_def_t *e, json_t *data);
 
-int engine_get(engine_t *eng, int entity, const char *key, json_t **out, int64_t *version,
-               chr_err_t *err)
+int engine_get(engine_t *eng, const access_scope_t *scope, int entity, const char *key,
+               json_t **out, int64_t *version, chr_err_t *err)
 {
     const entity_def_t *e = &eng->def->entities[entity];
-    if (!key_valid(key)) return chr_fail(err, CHR_ENOTFOUND, "", "%s %s does not exist", e->name, key);
     entity_state_t st;
     entity_state_init(&st);
-    int rc = projection_load(&eng->proj, eng->reads, entity, key, &st, err);
-    if (!rc && (!st.data || st.deleted))
+    int rc = visible_row(eng, eng->reads, scope, entity, ACC_GET, key, &st, err);
+    if (!rc && st.deleted)
         rc = chr_fail(err, CHR_ENOTFOUND, "", "%s %s does not exist", e->name, key);
     if (!rc) {
         *out = entity_state_to_json(e, &st);
@@ -557,11 +742,16 @@ static bool fold_one(void *user, const event_t *ev)
     return c->rc == CHR_OK;
 }
 
-int engine_get_past(engine_t *eng, int entity, const char *key, int64_t at_us, int64_t version,
-                    json_t **out, int64_t *version_out, chr_err_t *err)
+int engine_get_past(engine_t *eng, const access_scope_t *scope, int entity, const char *key,
+                    int64_t at_us, int64_t version, json_t **out, int64_t *version_out,
+                    chr_err_t *err)
 {
     const entity_def_t *e = &eng->def->entities[entity];
-    if (!key_valid(key)) return chr_fail(err, CHR_ENOTFOUND, "", "%s %s does not exist", e->name, key);
+    entity_state_t row;
+    entity_state_init(&row);
+    int vrc = visible_row(eng, eng->store, scope, entity, ACC_GET, key, &row, err);
+    entity_state_free(&row);
+    if (vrc) return vrc;
     char stream[1200];
     engine_stream_name(e, key, stream, sizeof stream);
     if (strlen(stream) > EVENT_NAME_MAX) /* no such stream can exist */
@@ -631,10 +821,17 @@ static bool history_one(void *user, const event_t *ev)
     return true;
 }
 
-int engine_history(engine_t *eng, int entity, const char *key, json_t **out, chr_err_t *err)
+int engine_history(engine_t *eng, const access_scope_t *scope, int entity, const char *key,
+                   json_t **out, chr_err_t *err)
 {
     const entity_def_t *e = &eng->def->entities[entity];
-    if (!key_valid(key)) return chr_fail(err, CHR_ENOTFOUND, "", "%s %s has no history", e->name, key);
+    entity_state_t row;
+    entity_state_init(&row);
+    int vrc = visible_row(eng, eng->store, scope, entity, ACC_HISTORY, key, &row, err);
+    entity_state_free(&row);
+    if (vrc == CHR_ENOTFOUND)
+        return chr_fail(err, CHR_ENOTFOUND, "", "%s %s has no history", e->name, key);
+    if (vrc) return vrc;
     char stream[1200];
     engine_stream_name(e, key, stream, sizeof stream);
     if (strlen(stream) > EVENT_NAME_MAX) /* no such stream can exist */
@@ -733,12 +930,25 @@ static int list_row(void *user, const store_val_t *v, size_t n)
     return c->rc ? 1 : 0;
 }
 
-int engine_list(engine_t *eng, int entity, const query_t *q, char *const *fields,
-                size_t n_fields, char **out, size_t *out_len, char **next, chr_err_t *err)
+int engine_list(engine_t *eng, const access_scope_t *scope, int entity, query_t *q,
+                char *const *fields, size_t n_fields, char **out, size_t *out_len, char **next,
+                chr_err_t *err)
 {
     const entity_def_t *e = &eng->def->entities[entity];
     *next = NULL;
     *out = NULL;
+    access_verdict_t v;
+    int grc = gate(e, &e->access[ACC_LIST], "list", scope, &v, err);
+    if (grc) return grc;
+    /* the scope's predicates, ANDed with the client's filters */
+    const char *tenant = access_tenant(scope);
+    if (e->tenant_scoped && tenant && (grc = query_restrict(q, "tenant_id", true, tenant, err)))
+        return grc;
+    if (v == ACCESS_OWNED) {
+        const char *owner = access_owner_field(&e->access[ACC_LIST]);
+        if ((grc = query_restrict(q, owner, strcmp(owner, e->key) != 0, scope->who->sub, err)))
+            return grc;
+    }
     char select[160];
     snprintf(select, sizeof select, "\"_json\", \"%s\"", e->key);
     char *sql = NULL;
@@ -772,5 +982,154 @@ int engine_list(engine_t *eng, int entity, const query_t *q, char *const *fields
     }
     *out = text;
     *out_len = len;
+    return CHR_OK;
+}
+
+/* ---- for logins ------------------------------------------------------------ */
+
+int engine_exists(engine_t *eng, int entity, const char *key, bool *exists, chr_err_t *err)
+{
+    return projection_exists(&eng->proj, eng->store, entity, key, exists, err);
+}
+
+typedef struct find_ctx {
+    char *key;
+    json_t *doc;
+    int rc;
+} find_ctx_t;
+
+static int find_row(void *user, const store_val_t *v, size_t n)
+{
+    find_ctx_t *c = user;
+    if (n < 2 || v[0].type != SV_TEXT || v[1].type != SV_TEXT) {
+        c->rc = CHR_ESTORE;
+        return 1;
+    }
+    c->key = strdup(v[0].s);
+    c->doc = json_loads(v[1].s, 0, NULL);
+    if (!c->key || !c->doc) c->rc = CHR_ESTORE;
+    return 1;
+}
+
+int engine_find_private(engine_t *eng, int entity, const char *tenant, const char *field,
+                        const char *value, char **key, json_t **doc, chr_err_t *err)
+{
+    const entity_def_t *e = &eng->def->entities[entity];
+    *key = NULL;
+    *doc = NULL;
+    /* "eq." keeps a value that starts with an operator name literal */
+    size_t vlen = strlen(value);
+    char *filter = malloc(vlen + 4);
+    if (!filter) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
+    memcpy(filter, "eq.", 3);
+    memcpy(filter + 3, value, vlen + 1);
+    const char *names[] = {field, "limit"};
+    const char *values[] = {filter, "1"};
+    query_t q;
+    memset(&q, 0, sizeof q);
+    int rc = query_parse(e, NULL, names, values, 2, &q, err);
+    free(filter);
+    if (!rc && e->tenant_scoped && tenant) rc = query_restrict(&q, "tenant_id", true, tenant, err);
+    char select[160];
+    snprintf(select, sizeof select, "\"%s\", \"_doc\"", e->key);
+    char *sql = NULL;
+    store_val_t *params = NULL;
+    size_t n_params = 0;
+    find_ctx_t c = {0};
+    if (!rc) rc = query_sql(&q, e, select, &sql, &params, &n_params, err);
+    if (!rc) rc = store_query(eng->store, sql, params, n_params, find_row, &c, err);
+    free(sql);
+    free(params);
+    query_free(&q);
+    if (!rc && c.rc) rc = chr_fail(err, c.rc, "", "reading %s failed", e->name);
+    if (!rc && !c.key) rc = chr_fail(err, CHR_ENOTFOUND, field, "no such %s", e->name);
+    if (rc) {
+        free(c.key);
+        json_decref(c.doc);
+        return rc;
+    }
+    *key = c.key;
+    *doc = c.doc;
+    return CHR_OK;
+}
+
+/* ---- the log ------------------------------------------------------------- */
+
+/* The metadata tenant_id of an event into out, or NULL when it has none. */
+static const char *event_tenant(const event_t *ev, char *out, size_t size)
+{
+    if (!ev->metadata) return NULL;
+    json_t *m = json_loads(ev->metadata, 0, NULL);
+    const char *t = doc_str(m, "tenant_id");
+    bool fits = t && strlen(t) < size;
+    if (fits) snprintf(out, size, "%s", t);
+    json_decref(m);
+    return fits ? out : NULL;
+}
+
+bool engine_event_visible(const engine_t *eng, const access_scope_t *scope, const event_t *ev)
+{
+    if (!scope) return false;
+    const char *t = access_tenant(scope);
+    if (scope->full && !t) return true;
+    char buf[AUTH_SUB_MAX + 1];
+    const char *et = event_tenant(ev, buf, sizeof buf);
+    int entity;
+    const char *key;
+    if (eng && ev->stream && projection_stream_entity(&eng->proj, ev->stream, &entity, &key)) {
+        const entity_def_t *e = &eng->def->entities[entity];
+        if (access_check(&e->access[ACC_HISTORY], scope) != ACCESS_ALLOW) return false;
+        if (!e->tenant_scoped) return true;
+        return t && same_str(et, t);
+    }
+    if (!t) return et == NULL;
+    return same_str(et, t);
+}
+
+void engine_filter_events(const engine_t *eng, const access_scope_t *scope, event_list_t *list)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < list->len; i++) {
+        if (engine_event_visible(eng, scope, &list->items[i])) {
+            if (kept != i) list->items[kept] = list->items[i];
+            kept++;
+        } else {
+            event_free(&list->items[i]);
+        }
+    }
+    list->len = kept;
+}
+
+int engine_stream_access(engine_t *eng, const access_scope_t *scope, const char *stream,
+                         bool write, char *out, size_t size, chr_err_t *err)
+{
+    if (!scope) return chr_fail(err, CHR_EFORBIDDEN, "", "no caller given");
+    snprintf(out, size, "%s", stream);
+    const char *t = access_tenant(scope);
+    int entity;
+    const char *key;
+    if (!write && eng && projection_stream_entity(&eng->proj, stream, &entity, &key)) {
+        if (scope->full && !t) return CHR_OK;
+        entity_state_t row;
+        entity_state_init(&row);
+        int rc = visible_row(eng, eng->store, scope, entity, ACC_HISTORY, key, &row, err);
+        entity_state_free(&row);
+        if (rc == CHR_ENOTFOUND)
+            return chr_fail(err, CHR_ENOTFOUND, "", "stream \"%s\" has no events", stream);
+        return rc;
+    }
+    if (scope->full && !t) return CHR_OK;
+    if (!t) {
+        if (!strchr(stream, ':')) return CHR_OK;
+        return chr_fail(err, CHR_EFORBIDDEN, "stream",
+                        "stream names with ':' belong to tenants; this credential has none");
+    }
+    size_t n = strlen(t);
+    if (strncmp(stream, t, n) == 0 && stream[n] == ':') return CHR_OK;
+    int len = snprintf(out, size, "%s:%s", t, stream);
+    if (len < 0 || (size_t)len >= size || (size_t)len > EVENT_NAME_MAX)
+        return chr_fail(err, CHR_EINVAL, "stream",
+                        "stream: with the tenant's prefix \"%s:\" the name is longer than %d bytes",
+                        t, EVENT_NAME_MAX);
     return CHR_OK;
 }

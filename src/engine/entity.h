@@ -4,6 +4,16 @@
  * of work (retrying when another writer got there first), and answer gets,
  * lists, history and time travel. Transport-free: http/ calls this, and
  * nothing here knows about HTTP.
+ *
+ * Access rules and tenancy are enforced here, not by the callers: every
+ * read and command takes the caller's scope (core/access.h) and the engine
+ * refuses the operation (CHR_EUNAUTHORIZED, CHR_EFORBIDDEN), confines it
+ * to the caller's tenant and owned rows (list predicates; CHR_ENOTFOUND
+ * for a row the caller may not see, exactly as for one that does not
+ * exist), sets tenant_id on creates and tags every event of a
+ * tenant-scoped entity with metadata {"tenant_id": ...} for the feed.
+ * scope NULL is refused (CHR_EFORBIDDEN); internal callers pass
+ * &access_scope_full.
  */
 #ifndef CHRONICLE_ENGINE_ENTITY_H
 #define CHRONICLE_ENGINE_ENTITY_H
@@ -11,6 +21,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "core/access.h"
 #include "core/decide.h"
 #include "core/definition.h"
 #include "core/query.h"
@@ -65,8 +76,9 @@ void engine_result_free(engine_result_t *r);
  * that waits on a semaphore: not for a thread that serves other commands
  * (an HTTP worker), whose turn it might wait for while holding the thread
  * they need. */
-int engine_command(engine_t *eng, int entity, cmd_kind_t kind, const command_def_t *custom,
-                   const char *key, const json_t *body, int64_t if_match, engine_result_t *r);
+int engine_command(engine_t *eng, const access_scope_t *scope, int entity, cmd_kind_t kind,
+                   const command_def_t *custom, const char *key, const json_t *body,
+                   int64_t if_match, engine_result_t *r);
 
 /* ---- commands without a thread waiting ----------------------------------
  *
@@ -90,9 +102,10 @@ typedef void (*engine_wake_fn)(void *user);
  * and must stay alive until engine_command_free; *out is a new command
  * (NULL when the arguments were refused or memory ran out: r says why).
  * Returns ENGINE_PENDING, or r->code once the command is over. */
-int engine_command_start(engine_t *eng, int entity, cmd_kind_t kind, const command_def_t *custom,
-                         const char *key, const json_t *body, int64_t if_match, engine_result_t *r,
-                         engine_wake_fn wake, void *user, engine_cmd_t **out);
+int engine_command_start(engine_t *eng, const access_scope_t *scope, int entity, cmd_kind_t kind,
+                         const command_def_t *custom, const char *key, const json_t *body,
+                         int64_t if_match, engine_result_t *r, engine_wake_fn wake, void *user,
+                         engine_cmd_t **out);
 
 /* Continues a command after its wake: ENGINE_PENDING (another wake will
  * follow) or r->code. */
@@ -105,25 +118,52 @@ void engine_command_free(engine_cmd_t *c);
 
 /* The current public JSON of one entity (*out new reference, *version its
  * version). CHR_ENOTFOUND when it does not exist or is deleted. */
-int engine_get(engine_t *eng, int entity, const char *key, json_t **out, int64_t *version,
-               chr_err_t *err);
+int engine_get(engine_t *eng, const access_scope_t *scope, int entity, const char *key,
+               json_t **out, int64_t *version, chr_err_t *err);
 
 /* Its state as of a past moment: at_us >= 0 folds the events up to that
  * time, version > 0 up to that version. CHR_ENOTFOUND when it did not exist
  * (or was deleted) then. */
-int engine_get_past(engine_t *eng, int entity, const char *key, int64_t at_us, int64_t version,
-                    json_t **out, int64_t *version_out, chr_err_t *err);
+int engine_get_past(engine_t *eng, const access_scope_t *scope, int entity, const char *key,
+                    int64_t at_us, int64_t version, json_t **out, int64_t *version_out,
+                    chr_err_t *err);
 
 /* Its events, oldest first, as a JSON array (private fields removed from
  * event data). CHR_ENOTFOUND when the stream has no events. */
-int engine_history(engine_t *eng, int entity, const char *key, json_t **out, chr_err_t *err);
+int engine_history(engine_t *eng, const access_scope_t *scope, int entity, const char *key,
+                   json_t **out, chr_err_t *err);
 
 /* A page of live entities matching q as JSON array text: *out (caller
  * frees, *out_len bytes) is built from the rows' stored public JSON, so no
  * row is parsed unless fields (may be NULL) narrows each item to those
- * members. *next is a cursor for the following page or NULL (caller frees). */
-int engine_list(engine_t *eng, int entity, const query_t *q, char *const *fields, size_t n_fields,
-                char **out, size_t *out_len, char **next, chr_err_t *err);
+ * members. *next is a cursor for the following page or NULL (caller frees).
+ * The scope's predicates (tenant, owner) are added to q. */
+int engine_list(engine_t *eng, const access_scope_t *scope, int entity, query_t *q,
+                char *const *fields, size_t n_fields, char **out, size_t *out_len, char **next,
+                chr_err_t *err);
+
+/* Whether the caller may see an event of the log (/v1/events, SSE, raw
+ * stream reads). Events of entity streams: the entity's history rule must
+ * admit the caller outright (owner rules do not: use the entity's history
+ * route), and for tenant-scoped entities the event's tenant must be the
+ * caller's. Other streams: the event's metadata tenant_id must be the
+ * caller's tenant (both none for callers without one). Full access
+ * without a tenant sees everything. */
+bool engine_event_visible(const engine_t *eng, const access_scope_t *scope, const event_t *ev);
+
+/* Whether the caller may use a raw stream (/v1/streams/{stream}), and the
+ * stream it means (into out, size bytes). Full access without a tenant:
+ * any stream, as named. A caller with a tenant lives in its own namespace:
+ * a name is stored as "<tenant>:<name>" unless it already starts so, so
+ * two tenants' "orders" never meet (entity streams keep their names and
+ * are read under the entity's history rule: CHR_ENOTFOUND when hidden). A
+ * caller without a tenant: names without ':' (those are tenants'), as
+ * named. CHR_EFORBIDDEN, or CHR_EINVAL when the name gets too long. */
+int engine_stream_access(engine_t *eng, const access_scope_t *scope, const char *stream,
+                         bool write, char *out, size_t size, chr_err_t *err);
+
+/* Drops the events scope may not see from list (in place). */
+void engine_filter_events(const engine_t *eng, const access_scope_t *scope, event_list_t *list);
 
 /* For an event of an entity stream whose entity has private fields: a new
  * string (caller frees) with its data minus those fields, in data and in
@@ -135,6 +175,19 @@ char *engine_redacted_data(const engine_t *eng, const event_t *ev);
  * option); fields NULL keeps everything. item is stolen; returns a new
  * reference (NULL on allocation failure). */
 json_t *engine_keep_fields(json_t *item, char *const *fields, size_t n);
+
+/* ---- for logins (http/handlers_auth.c) ---------------------------------- */
+
+/* Sets *exists: the entity with this key is live (not deleted). */
+int engine_exists(engine_t *eng, int entity, const char *key, bool *exists, chr_err_t *err);
+
+/* The live entity whose field `field` equals value (compared as a filter
+ * would: e-mail case-insensitively), with its whole state, private fields
+ * included: *key (caller frees) and *doc (new reference). CHR_ENOTFOUND
+ * when there is none. For unique fields; with several matches the first
+ * by key is taken. tenant (may be NULL) confines a tenant-scoped entity. */
+int engine_find_private(engine_t *eng, int entity, const char *tenant, const char *field,
+                        const char *value, char **key, json_t **doc, chr_err_t *err);
 
 /* The stream of an entity: "<entity>-<key>" into out. */
 void engine_stream_name(const entity_def_t *e, const char *key, char *out, size_t size);

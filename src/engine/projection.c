@@ -77,14 +77,20 @@ static int build_entity(proj_entity_t *pe, const entity_def_t *e, const route_de
     fprintf(cols, "\"%s\" TEXT PRIMARY KEY", e->key);
     fprintf(ins, "\"%s\"", e->key);
     fprintf(vals, "?");
-    size_t n = 1;
+    size_t n = 1, n_upd = 0;
+    if (e->tenant_scoped) { /* set on create, never changed: not in the update list */
+        fprintf(cols, ", \"tenant_id\" TEXT");
+        fprintf(ins, ", \"tenant_id\"");
+        fprintf(vals, ", ?");
+        n++;
+    }
     for (size_t i = 0; i < e->n_fields; i++) {
         const field_def_t *f = &e->fields[i];
         if (strcmp(f->name, e->key) == 0) continue;
         fprintf(cols, ", \"%s\" %s", f->name, column_type(f->type));
         fprintf(ins, ", \"%s\"", f->name);
         fprintf(vals, ", ?");
-        fprintf(upd, "%s\"%s\" = excluded.\"%s\"", n > 1 ? ", " : "", f->name, f->name);
+        fprintf(upd, "%s\"%s\" = excluded.\"%s\"", n_upd++ ? ", " : "", f->name, f->name);
         n++;
     }
     static const char *sys[] = {"version", "created_at", "updated_at", "_deleted", "_doc", "_json"};
@@ -92,7 +98,7 @@ static int build_entity(proj_entity_t *pe, const entity_def_t *e, const route_de
         fprintf(cols, ", \"%s\" %s NOT NULL", sys[i], i >= 4 ? "TEXT" : "BIGINT");
         fprintf(ins, ", \"%s\"", sys[i]);
         fprintf(vals, ", ?");
-        fprintf(upd, "%s\"%s\" = excluded.\"%s\"", n > 1 ? ", " : "", sys[i], sys[i]);
+        fprintf(upd, "%s\"%s\" = excluded.\"%s\"", n_upd++ ? ", " : "", sys[i], sys[i]);
         n++;
     }
     fclose(cols);
@@ -109,6 +115,16 @@ static int build_entity(proj_entity_t *pe, const entity_def_t *e, const route_de
                            e->name, e->key);
     pe->exists_live = fmt("SELECT 1 FROM \"%s\" WHERE \"%s\" = ? AND \"_deleted\" = 0", e->name,
                           e->key);
+    if (e->tenant_scoped &&
+        !(pe->exists_live_tenant = fmt("SELECT 1 FROM \"%s\" WHERE \"%s\" = ? AND \"_deleted\" = 0 "
+                                       "AND \"tenant_id\" = ?",
+                                       e->name, e->key))) {
+        free(cols_s);
+        free(ins_s);
+        free(vals_s);
+        free(upd_s);
+        return CHR_ENOMEM;
+    }
     free(cols_s);
     free(ins_s);
     free(vals_s);
@@ -116,26 +132,59 @@ static int build_entity(proj_entity_t *pe, const entity_def_t *e, const route_de
 
     /* Indexes: refs (lookups and joins), unique fields (partial, live rows),
      * and the system orderings lists use most. */
-    size_t index_cap = e->n_fields + 2 + n_routes;
+    size_t index_cap = e->n_fields + 6 + 2 * n_routes + e->n_unique;
     pe->create_indexes = calloc(index_cap, sizeof *pe->create_indexes);
     pe->unique_check = calloc(e->n_fields ? e->n_fields : 1, sizeof *pe->unique_check);
-    if (!pe->create_indexes || !pe->unique_check) return CHR_ENOMEM;
+    pe->group_check = calloc(e->n_unique ? e->n_unique : 1, sizeof *pe->group_check);
+    if (!pe->create_indexes || !pe->unique_check || !pe->group_check) return CHR_ENOMEM;
+    /* Tenant-scoped: values are unique per tenant (tenant_id leads the
+     * index and joins the check, bound last). */
+    const char *t_col = e->tenant_scoped ? "\"tenant_id\", " : "";
+    const char *t_and = e->tenant_scoped ? " AND \"tenant_id\" = ?" : "";
     for (size_t i = 0; i < e->n_fields; i++) {
         const field_def_t *f = &e->fields[i];
         if (strcmp(f->name, e->key) == 0) continue;
         if (f->unique) {
             pe->create_indexes[pe->n_indexes++] =
-                fmt("CREATE UNIQUE INDEX IF NOT EXISTS \"%s_%s_unique\" ON \"%s\" (\"%s\") WHERE "
+                fmt("CREATE UNIQUE INDEX IF NOT EXISTS \"%s_%s_unique\" ON \"%s\" (%s\"%s\") WHERE "
                     "\"_deleted\" = 0",
-                    e->name, f->name, e->name, f->name);
+                    e->name, f->name, e->name, t_col, f->name);
             pe->unique_check[i] = fmt("SELECT 1 FROM \"%s\" WHERE \"%s\" = ? AND \"%s\" <> ? AND "
-                                      "\"_deleted\" = 0 LIMIT 1",
-                                      e->name, f->name, e->key);
+                                      "\"_deleted\" = 0%s LIMIT 1",
+                                      e->name, f->name, e->key, t_and);
         } else if (f->type == FT_REF) {
             pe->create_indexes[pe->n_indexes++] =
                 fmt("CREATE INDEX IF NOT EXISTS \"%s_%s_ref\" ON \"%s\" (\"%s\", \"created_at\")",
                     e->name, f->name, e->name, f->name);
         }
+    }
+    for (size_t u = 0; u < e->n_unique; u++) {
+        const unique_group_t *g = &e->unique[u];
+        char cols_l[1024] = "", where[1200] = "", name[160] = "";
+        size_t lc = 0, lw = 0, ln = 0;
+        for (size_t j = 0; j < g->n; j++) {
+            lc += (size_t)snprintf(cols_l + lc, sizeof cols_l - lc, "%s\"%s\"", j ? ", " : "",
+                                   g->fields[j]);
+            lw += (size_t)snprintf(where + lw, sizeof where - lw, "\"%s\" = ? AND ", g->fields[j]);
+            ln += (size_t)snprintf(name + ln, sizeof name - ln, "_%.20s", g->fields[j]);
+        }
+        pe->create_indexes[pe->n_indexes++] =
+            fmt("CREATE UNIQUE INDEX IF NOT EXISTS \"%s%s_unique\" ON \"%s\" (%s%s) WHERE "
+                "\"_deleted\" = 0",
+                e->name, name, e->name, t_col, cols_l);
+        pe->group_check[u] = fmt("SELECT 1 FROM \"%s\" WHERE %s\"%s\" <> ? AND \"_deleted\" = 0%s "
+                                 "LIMIT 1",
+                                 e->name, where, e->key, t_and);
+        if (!pe->group_check[u]) return CHR_ENOMEM;
+    }
+    if (e->tenant_scoped) { /* one tenant's lists, in key and creation order, read in index order */
+        pe->create_indexes[pe->n_indexes++] =
+            fmt("CREATE INDEX IF NOT EXISTS \"%s_tenant_key\" ON \"%s\" (\"tenant_id\", \"%s\")",
+                e->name, e->name, e->key);
+        pe->create_indexes[pe->n_indexes++] = fmt(
+            "CREATE INDEX IF NOT EXISTS \"%s_tenant_created\" ON \"%s\" (\"tenant_id\", "
+            "\"created_at\", \"%s\")",
+            e->name, e->name, e->key);
     }
     /* With the key as the tie-break lists append to every ORDER BY. */
     pe->create_indexes[pe->n_indexes++] =
@@ -157,6 +206,10 @@ static int build_entity(proj_entity_t *pe, const entity_def_t *e, const route_de
         pe->create_indexes[pe->n_indexes++] =
             fmt("CREATE INDEX IF NOT EXISTS \"%s_sort_%08x\" ON \"%s\" (%s)", e->name, h,
                 e->name, exprs);
+        if (e->tenant_scoped && pe->n_indexes < index_cap) /* the same order within a tenant */
+            pe->create_indexes[pe->n_indexes++] =
+                fmt("CREATE INDEX IF NOT EXISTS \"%s_tsort_%08x\" ON \"%s\" (\"tenant_id\", %s)",
+                    e->name, h, e->name, exprs);
         free(exprs);
     }
     if (!pe->create_table || !pe->drop_table || !pe->upsert_row || !pe->select_state ||
@@ -176,6 +229,10 @@ static void free_entity(proj_entity_t *pe)
     free(pe->select_many);
     free(pe->upsert_many);
     free(pe->exists_live);
+    free(pe->exists_live_tenant);
+    if (pe->group_check && pe->def)
+        for (size_t i = 0; i < pe->def->n_unique; i++) free(pe->group_check[i]);
+    free(pe->group_check);
     for (size_t i = 0; i < pe->n_indexes; i++) free(pe->create_indexes[i]);
     free(pe->create_indexes);
     if (pe->unique_check && pe->def)
@@ -364,6 +421,16 @@ int projection_load(const projections_t *p, store_t *s, int entity, const char *
     return CHR_OK;
 }
 
+static int found_row(void *user, const store_val_t *v, size_t n);
+
+int projection_exists(const projections_t *p, store_t *s, int entity, const char *key,
+                      bool *exists, chr_err_t *err)
+{
+    store_val_t k = {.type = SV_TEXT, .s = key};
+    *exists = false;
+    return store_query(s, p->entities[entity].exists_live, &k, 1, found_row, exists, err);
+}
+
 static int tx_load_state(const proj_entity_t *pe, store_tx_t *tx, const char *key,
                          entity_state_t *state, chr_err_t *err)
 {
@@ -410,6 +477,11 @@ static int check_refs_and_unique(const projections_t *p, const proj_entity_t *pe
                                  chr_err_t *err)
 {
     const entity_def_t *e = pe->def;
+    /* the row's tenant: refs to tenant-scoped entities and unique values
+     * are checked within it */
+    const char *tenant = e->tenant_scoped ? json_string_value(json_object_get(state->data, "tenant_id"))
+                                          : NULL;
+    store_val_t tv = {.type = tenant ? SV_TEXT : SV_NULL, .s = tenant};
     for (size_t i = 0; i < e->n_fields; i++) {
         const field_def_t *f = &e->fields[i];
         json_t *v = json_object_get(state->data, f->name);
@@ -418,9 +490,11 @@ static int check_refs_and_unique(const projections_t *p, const proj_entity_t *pe
         }
         if (f->type == FT_REF && json_is_string(v)) {
             const proj_entity_t *target = &p->entities[f->ref_entity];
-            store_val_t k = {.type = SV_TEXT, .s = json_string_value(v)};
+            store_val_t k[2] = {{.type = SV_TEXT, .s = json_string_value(v)}, tv};
             bool found = false;
-            int rc = store_tx_query(tx, target->exists_live, &k, 1, found_row, &found, err);
+            bool scoped = target->def->tenant_scoped;
+            int rc = store_tx_query(tx, scoped ? target->exists_live_tenant : target->exists_live, k,
+                                    scoped ? 2 : 1, found_row, &found, err);
             if (rc) return rc;
             if (!found)
                 return chr_fail(err, CHR_EINVAL, f->name, "%s: %s \"%s\" does not exist", f->name,
@@ -428,15 +502,44 @@ static int check_refs_and_unique(const projections_t *p, const proj_entity_t *pe
         }
         if (f->unique && pe->unique_check[i]) {
             char scratch[64];
-            store_val_t params[2] = {column_value(f, state->data, scratch, sizeof scratch),
-                                     {.type = SV_TEXT, .s = key}};
+            store_val_t params[3] = {column_value(f, state->data, scratch, sizeof scratch),
+                                     {.type = SV_TEXT, .s = key}, tv};
             if (params[0].type == SV_NULL) continue;
             bool found = false;
-            int rc = store_tx_query(tx, pe->unique_check[i], params, 2, found_row, &found, err);
+            int rc = store_tx_query(tx, pe->unique_check[i], params, e->tenant_scoped ? 3 : 2,
+                                    found_row, &found, err);
             if (rc) return rc;
             if (found)
                 return chr_fail(err, CHR_ECONFLICT, f->name,
                                 "%s: another %s already has this value", f->name, e->name);
+        }
+    }
+    for (size_t u = 0; u < e->n_unique; u++) {
+        const unique_group_t *g = &e->unique[u];
+        store_val_t params[64];
+        char scratch[64][64];
+        size_t np = 0;
+        bool any_null = false;
+        for (size_t j = 0; j < g->n && np < 60; j++) {
+            const field_def_t *f = entity_field(e, g->fields[j]);
+            params[np] = column_value(f, state->data, scratch[np], sizeof scratch[np]);
+            any_null |= params[np].type == SV_NULL;
+            np++;
+        }
+        if (any_null) continue; /* like a unique index: NULLs never clash */
+        params[np++] = (store_val_t){.type = SV_TEXT, .s = key};
+        if (e->tenant_scoped) params[np++] = tv;
+        bool found = false;
+        int rc = store_tx_query(tx, pe->group_check[u], params, np, found_row, &found, err);
+        if (rc) return rc;
+        if (found) {
+            char names[512] = "";
+            size_t len = 0;
+            for (size_t j = 0; j < g->n && len < sizeof names; j++)
+                len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", j ? ", " : "",
+                                        g->fields[j]);
+            return chr_fail(err, CHR_ECONFLICT, g->fields[0],
+                            "%s: another %s already has the same %s", g->fields[0], e->name, names);
         }
     }
     return CHR_OK;
@@ -499,6 +602,10 @@ static size_t row_values(const proj_entity_t *pe, const projection_row_t *row, s
     const entity_state_t *state = row->state;
     size_t k = 0;
     vals[k++] = (store_val_t){.type = SV_TEXT, .s = row->key};
+    if (e->tenant_scoped) {
+        const char *t = json_string_value(json_object_get(state->data, "tenant_id"));
+        vals[k++] = (store_val_t){.type = t ? SV_TEXT : SV_NULL, .s = t};
+    }
     for (size_t i = 0; i < e->n_fields; i++) {
         const field_def_t *f = &e->fields[i];
         if (strcmp(f->name, e->key) == 0) continue;

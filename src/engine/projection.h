@@ -5,6 +5,7 @@
  *
  * Table layout (dialect-neutral SQL, identifiers from the definition only):
  *   "<entity>" ( "<key>" TEXT PRIMARY KEY, one column per field,
+ *                "tenant_id" TEXT (tenant-scoped entities only),
  *                "version" INTEGER, "created_at" INTEGER, "updated_at" INTEGER
  *                (microseconds), "_deleted" INTEGER, "_doc" TEXT (the whole
  *                state as JSON, private fields included), "_json" TEXT (the
@@ -33,6 +34,8 @@ typedef struct proj_entity {
     char *upsert_row;   /* all columns, by key */
     char *select_state; /* _doc, version, created_at, updated_at, _deleted by key */
     char *exists_live;  /* 1 by key when live */
+    char *exists_live_tenant; /* tenant-scoped: 1 by key and tenant_id when live */
+    char **group_check; /* per unique group: another live row has the values */
     char **unique_check; /* per field (NULL when not unique): another live row has the value */
     size_t n_columns;    /* bound parameters of upsert_row */
     /* Refs to this entity: per ref field of any entity that points here, a
@@ -92,6 +95,11 @@ int projections_rebuild(projections_t *p, store_t *s, int64_t *events, chr_err_t
  * connection. state must be initialised; left empty when there is no row. */
 int projection_load(const projections_t *p, store_t *s, int entity, const char *key,
                     entity_state_t *state, chr_err_t *err);
+
+/* Sets *exists: entity `entity` has a live row with this key (a
+ * primary-key read on a reader connection). */
+int projection_exists(const projections_t *p, store_t *s, int entity, const char *key,
+                      bool *exists, chr_err_t *err);
 
 /* A row ready to write: its JSON texts are rendered outside the writer
  * thread (projection_row_render) so the single writer only runs SQL. */

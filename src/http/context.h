@@ -18,12 +18,14 @@
 typedef struct http_router http_router_t;
 typedef struct http_auth http_auth_t;
 typedef struct http_feed http_feed_t;
+typedef struct http_gate http_gate_t;
 
 typedef struct http_ctx {
     const config_t *cfg;
     store_t *store;
     http_router_t *router;
-    http_auth_t *auth; /* NULL when API_SECRET is unset */
+    http_auth_t *auth; /* NULL when no credential (secret, key, JWT) is configured */
+    http_gate_t *gate; /* CORS, authentication and rate limits (gate.h) */
     http_feed_t *feed;
     const engine_t *engine; /* the served app's engine; NULL without --app */
     size_t max_body_bytes;

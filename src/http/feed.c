@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -46,6 +47,11 @@ struct sub {
     uint64_t hb_gen; /* heartbeat generation already answered */
     char **types;
     size_t n_types;
+
+    const engine_t *eng;  /* for the access rules of entity streams; may be NULL */
+    access_scope_t scope; /* the subscriber: only events it may see are sent */
+    auth_principal_t who;
+    char tenant[AUTH_SUB_MAX + 1];
 
     event_list_t page; /* events read but not yet formatted */
     size_t page_idx;
@@ -266,8 +272,11 @@ static ssize_t sub_read(void *cls, uint64_t offset, char *buf, size_t max)
             }
             s->page_full = s->page.len >= PAGE_EVENTS;
             s->page_seen = seen;
+            int64_t last = s->page.len ? s->page.items[s->page.len - 1].position : 0;
+            engine_filter_events(s->eng, &s->scope, &s->page);
             if (s->page.len == 0) {
-                if (seen > s->pos) s->pos = seen;
+                if (last > s->pos) s->pos = last;
+                if (!s->page_full && seen > s->pos) s->pos = seen;
                 continue;
             }
             format_page(s, max);
@@ -296,11 +305,20 @@ static ssize_t sub_read(void *cls, uint64_t offset, char *buf, size_t max)
 }
 
 struct MHD_Response *http_feed_subscribe(http_feed_t *f, struct MHD_Connection *conn, int64_t after,
-                                         const char *const *types, size_t n_types)
+                                         const char *const *types, size_t n_types,
+                                         const engine_t *eng, const access_scope_t *scope)
 {
     if (atomic_load(&f->closing)) return NULL;
     sub_t *s = calloc(1, sizeof *s);
     if (!s) return NULL;
+    s->eng = eng;
+    s->scope = *scope;
+    if (scope->who) {
+        s->who = *scope->who;
+        s->scope.who = &s->who;
+    }
+    snprintf(s->tenant, sizeof s->tenant, "%s", scope->tenant ? scope->tenant : "");
+    s->scope.tenant = s->tenant;
     s->feed = f;
     s->conn = conn;
     s->pos = after;

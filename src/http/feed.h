@@ -18,6 +18,8 @@
 
 #include <microhttpd.h>
 #include <stddef.h>
+
+#include "engine/entity.h"
 #include <stdint.h>
 
 #include "core/error.h"
@@ -32,10 +34,12 @@ typedef struct http_feed http_feed_t;
 int http_feed_new(store_t *store, int heartbeat_ms, http_feed_t **out, chr_err_t *err);
 
 /* A new SSE response for conn streaming events with position > after,
- * optionally only of the n_types types (copied). The caller queues it and
+ * optionally only of the n_types types (copied), and only those scope
+ * (copied) may see (engine_event_visible; eng may be NULL). The caller queues it and
  * releases its reference. NULL when shutting down or out of memory. */
 struct MHD_Response *http_feed_subscribe(http_feed_t *f, struct MHD_Connection *conn, int64_t after,
-                                         const char *const *types, size_t n_types);
+                                         const char *const *types, size_t n_types,
+                                         const engine_t *eng, const access_scope_t *scope);
 
 /* Ends every stream (each sends what it has, then finishes) and refuses new
  * ones; stops the heartbeat timer. After this no subscriber is suspended,

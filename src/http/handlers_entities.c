@@ -20,6 +20,7 @@
 #include "http/params.h"
 #include "http/problem.h"
 #include "http/response.h"
+#include "http/scope.h"
 #include "http/uri.h"
 
 #define MAX_QUERY_PARAMS 64
@@ -189,6 +190,8 @@ static void run_command(http_req_t *req, cmd_kind_t kind, bool body_required)
     const http_entity_route_t *er = route_of(req);
     json_t *body;
     int64_t if_match;
+    access_scope_t scope;
+    if (!http_req_scope(req, &scope)) return;
     if (!parse_if_match(req, &if_match)) return;
     if (!http_body_object(req, &body, body_required)) return;
     command_job_t *job = http_req_alloc(req, sizeof *job);
@@ -204,8 +207,8 @@ static void run_command(http_req_t *req, cmd_kind_t kind, bool body_required)
         http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL, "the server is shutting down; retry");
         return;
     }
-    int rc = engine_command_start(er->eng, er->entity, kind, er->command, key_of(req, er), body,
-                                  if_match, &job->r, command_wake, job, &job->cmd);
+    int rc = engine_command_start(er->eng, &scope, er->entity, kind, er->command, key_of(req, er),
+                                  body, if_match, &job->r, command_wake, job, &job->cmd);
     if (rc == ENGINE_PENDING) return;
     http_async_cancel(req);
     command_answer(req, job);
@@ -243,6 +246,8 @@ static void handle_get(http_req_t *req)
     const http_entity_route_t *er = route_of(req);
     const char *key = key_of(req, er);
     const char *at_s = NULL;
+    access_scope_t scope;
+    if (!http_req_scope(req, &scope)) return;
     int64_t at = -1, version = -1;
     int q = http_req_query(req, "at", &at_s, NULL);
     if (q < 0) {
@@ -260,8 +265,8 @@ static void handle_get(http_req_t *req)
     chr_err_t err = {0};
     if (at < 0 && version <= 0) staleness_headers(req, er);
     int rc = (at >= 0 || version > 0)
-                 ? engine_get_past(er->eng, er->entity, key, at, version, &out, &v, &err)
-                 : engine_get(er->eng, er->entity, key, &out, &v, &err);
+                 ? engine_get_past(er->eng, &scope, er->entity, key, at, version, &out, &v, &err)
+                 : engine_get(er->eng, &scope, er->entity, key, &out, &v, &err);
     if (rc) {
         http_problem_err(req, &err, false, NULL);
         return;
@@ -277,7 +282,9 @@ static void handle_history(http_req_t *req)
     const http_entity_route_t *er = route_of(req);
     json_t *out = NULL;
     chr_err_t err = {0};
-    if (engine_history(er->eng, er->entity, key_of(req, er), &out, &err) != CHR_OK) {
+    access_scope_t scope;
+    if (!http_req_scope(req, &scope)) return;
+    if (engine_history(er->eng, &scope, er->entity, key_of(req, er), &out, &err) != CHR_OK) {
         http_problem_err(req, &err, false, NULL);
         return;
     }
@@ -351,6 +358,8 @@ static void handle_list(http_req_t *req)
     const entity_def_t *e = &er->eng->def->entities[er->entity];
     const char *names[MAX_QUERY_PARAMS], *values[MAX_QUERY_PARAMS];
     size_t n = 0;
+    access_scope_t scope;
+    if (!http_req_scope(req, &scope)) return;
     int rc = query_params(req, names, values, &n);
     if (rc == -2) {
         http_problem(req, HTTP_P_BAD_REQUEST, NULL, "at most %d query parameters are allowed",
@@ -379,7 +388,7 @@ static void handle_list(http_req_t *req)
     char *out = NULL, *next = NULL;
     size_t len = 0;
     staleness_headers(req, er);
-    rc = engine_list(er->eng, er->entity, &q, er->app ? er->app->fields : NULL,
+    rc = engine_list(er->eng, &scope, er->entity, &q, er->app ? er->app->fields : NULL,
                      er->app ? er->app->n_fields : 0, &out, &len, &next, &err);
     query_free(&q);
     if (rc) {
@@ -532,6 +541,26 @@ int http_app_routes_build(engine_t *eng, http_app_routes_t **out, chr_err_t *err
     return CHR_OK;
 }
 
+/* Whether the access rules let anyone run the route's action (then the
+ * gate asks for no credential). */
+bool http_entity_route_public(const http_entity_route_t *er)
+{
+    const entity_def_t *e = &er->eng->def->entities[er->entity];
+    switch (er->action) {
+    case EA_LIST: return access_is_public(&e->access[ACC_LIST]);
+    case EA_GET: return access_is_public(&e->access[ACC_GET]);
+    case EA_HISTORY: return access_is_public(&e->access[ACC_HISTORY]);
+    case EA_CREATE: return access_is_public(&e->access[ACC_CREATE]);
+    case EA_UPDATE: return access_is_public(&e->access[ACC_UPDATE]);
+    case EA_DELETE: return access_is_public(&e->access[ACC_DELETE]);
+    case EA_UPSERT:
+        return access_is_public(&e->access[ACC_CREATE]) &&
+               access_is_public(&e->access[ACC_UPDATE]);
+    case EA_COMMAND: return er->command && access_is_public(&er->command->access);
+    }
+    return false;
+}
+
 int http_app_routes_add(const http_app_routes_t *a, http_router_t *r, chr_err_t *err)
 {
     for (size_t i = 0; i < a->len; i++) {
@@ -541,6 +570,8 @@ int http_app_routes_add(const http_app_routes_t *a, http_router_t *r, chr_err_t 
                               .handler = actions[er->action].handler,
                               .flags = actions[er->action].flags,
                               .data = er};
+        if (http_entity_route_public(er)) /* no credential needed; still rate-limited, per address */
+            route.flags |= HTTP_ROUTE_PUBLIC | HTTP_ROUTE_RATED;
         int rc = http_router_add(r, &route, err);
         if (rc) return rc;
     }

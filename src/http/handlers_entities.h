@@ -46,6 +46,10 @@ int http_app_routes_add(const http_app_routes_t *a, http_router_t *r, chr_err_t 
 size_t http_app_routes_count(const http_app_routes_t *a);
 const http_entity_route_t *http_app_route(const http_app_routes_t *a, size_t i);
 
+/* Whether the definition's access rules make the route's operation public
+ * (then it needs no credential). */
+bool http_entity_route_public(const http_entity_route_t *er);
+
 void http_app_routes_free(http_app_routes_t *a);
 
 #endif

@@ -14,6 +14,7 @@
 #include "http/params.h"
 #include "http/problem.h"
 #include "http/response.h"
+#include "http/scope.h"
 #include "store/store.h"
 
 #define MAX_TYPES 64
@@ -24,7 +25,8 @@ static bool wants_sse(http_req_t *req)
     return accept && strcasestr(accept, "text/event-stream") != NULL;
 }
 
-static void live(http_req_t *req, int64_t after, const char **types, size_t n_types)
+static void live(http_req_t *req, int64_t after, const char **types, size_t n_types,
+                 const access_scope_t *scope)
 {
     const char *last = http_req_header(req, "Last-Event-ID");
     if (last && *last) {
@@ -47,7 +49,8 @@ static void live(http_req_t *req, int64_t after, const char **types, size_t n_ty
         return;
     }
     struct MHD_Response *r =
-        http_feed_subscribe(req->ctx->feed, req->conn, after, (const char *const *)types, n_types);
+        http_feed_subscribe(req->ctx->feed, req->conn, after, (const char *const *)types, n_types,
+                            req->ctx->engine, scope);
     if (!r) {
         http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL,
                      atomic_load(&req->ctx->shutting_down) ? "the server is shutting down"
@@ -65,8 +68,10 @@ void http_handle_events(http_req_t *req)
     if (http_param_int(req, "after", 0, 0, INT64_MAX, &after)) return;
     if (http_param_int(req, "limit", HTTP_DEFAULT_PAGE, 1, HTTP_MAX_PAGE, &limit)) return;
     if (http_param_names(req, "types", MAX_TYPES, &types, &n_types)) return;
+    access_scope_t scope;
+    if (!http_req_scope(req, &scope)) return;
     if (wants_sse(req)) {
-        live(req, after, types, n_types);
+        live(req, after, types, n_types, &scope);
         return;
     }
 
@@ -87,6 +92,9 @@ void http_handle_events(http_req_t *req)
     }
     int64_t next_after = list.len ? list.items[list.len - 1].position : after;
     if (list.len && head < next_after) head = next_after; /* a commit between the reads */
+    /* Events the caller may not see are dropped after paging: a page may
+     * hold fewer than limit events; next_after still moves past them. */
+    engine_filter_events(req->ctx->engine, &scope, &list);
 
     http_buf_t b = HTTP_BUF_INIT;
     http_buf_puts(&b, "{\"events\":");

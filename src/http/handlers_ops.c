@@ -91,9 +91,23 @@ void http_handle_component_health(http_req_t *req)
                         "{\"component\":\"http\",\"status\":\"ok\",\"in_flight\":%lld,"
                         "\"subscribers\":%lld}",
                         (long long)metrics_in_flight(), (long long)metrics_subscribers());
+    } else if (req->ctx->engine && definition_entity(req->ctx->engine->def, component)) {
+        /* an entity of the app (a module that used to be a service of its
+         * own): healthy when the store that holds its table answers */
+        chr_err_t err;
+        chr_err_clear(&err);
+        if (store_ping(req->ctx->store, &err) != CHR_OK) {
+            http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL, "%s: the store is not healthy: %s",
+                         component, err.msg);
+            return;
+        }
+        http_buf_puts(&b, "{\"component\":");
+        http_buf_json_str(&b, component, strlen(component));
+        http_buf_puts(&b, ",\"status\":\"ok\",\"kind\":\"entity\"}");
     } else {
         http_problem(req, HTTP_P_NOT_FOUND, NULL,
-                     "no component \"%s\"; known components: store, http", component);
+                     "no component \"%s\"; known components: store, http and the app's entities",
+                     component);
         return;
     }
     http_respond_buf(req, MHD_HTTP_OK, &b);

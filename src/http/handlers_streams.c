@@ -21,6 +21,7 @@
 #include "http/params.h"
 #include "http/problem.h"
 #include "http/response.h"
+#include "http/scope.h"
 #include "http/uri.h"
 #include "store/store.h"
 
@@ -226,10 +227,62 @@ static void append_done(void *user, int rc)
     http_async_wake(job->req); /* the last touch of job */
 }
 
+/* The stream the caller means by the URL's name, checked against its scope
+ * (engine_stream_access: a tenant's streams live under its prefix), in the
+ * request's arena; NULL after answering. */
+static const char *scoped_stream(http_req_t *req, const access_scope_t *scope, const char *stream,
+                                 bool write)
+{
+    size_t size = 2 * EVENT_NAME_MAX + 2;
+    char *named = http_req_alloc(req, size);
+    if (!named) {
+        http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL, "out of memory");
+        return NULL;
+    }
+    chr_err_t err;
+    chr_err_clear(&err);
+    if (engine_stream_access((engine_t *)req->ctx->engine, scope, stream, write, named, size,
+                             &err) != CHR_OK) {
+        http_problem_err(req, &err, err.code == CHR_EINVAL, NULL);
+        return NULL;
+    }
+    return named;
+}
+
+/* Sets the metadata tenant_id of an event to tenant (removes it when
+ * NULL): a tenant's callers cannot tag events as another's. The new text
+ * lives in the request's arena. Returns false after answering. */
+static bool retag(http_req_t *req, event_t *ev, const char *tenant)
+{
+    json_t *m = ev->metadata ? json_loads(ev->metadata, 0, NULL) : json_object();
+    if (!json_is_object(m)) {
+        json_decref(m);
+        m = json_object();
+    }
+    if (m && tenant)
+        json_object_set_new(m, "tenant_id", json_string(tenant));
+    else if (m)
+        json_object_del(m, "tenant_id");
+    char *text = m ? json_dumps(m, JSON_COMPACT) : NULL;
+    json_decref(m);
+    char *copy = text ? http_req_alloc(req, strlen(text) + 1) : NULL;
+    if (!copy) {
+        free(text);
+        http_problem(req, HTTP_P_SERVICE_UNAVAILABLE, NULL, "out of memory");
+        return false;
+    }
+    memcpy(copy, text, strlen(text) + 1);
+    free(text);
+    ev->metadata = copy;
+    return true;
+}
+
 void http_handle_stream_append(http_req_t *req)
 {
     const char *stream = stream_param(req);
     if (!stream) return;
+    access_scope_t scope;
+    if (!http_req_scope(req, &scope)) return;
     int entity;
     const char *entity_key;
     if (req->ctx->engine &&
@@ -241,6 +294,8 @@ void http_handle_stream_append(http_req_t *req)
                            stream, name, name);
         return;
     }
+
+    if (!(stream = scoped_stream(req, &scope, stream, true))) return;
 
     json_error_t je;
     json_t *root =
@@ -308,6 +363,8 @@ void http_handle_stream_append(http_req_t *req)
         evs[i].stream = (char *)stream;
         if (parse_event(req, i, json_array_get(events, i), &evs[i], job->owned, &job->n_owned))
             return;
+        if (!(scope.full && !access_tenant(&scope)) && !retag(req, &evs[i], access_tenant(&scope)))
+            return;
     }
 
     job->ap = (store_append_t){
@@ -340,10 +397,13 @@ void http_handle_stream_read(http_req_t *req)
     bool backward = dir == 1;
     if (http_param_int(req, "from", backward ? 0 : 1, 0, INT64_MAX, &from)) return;
     if (http_param_int(req, "limit", HTTP_DEFAULT_PAGE, 1, HTTP_MAX_PAGE, &limit)) return;
+    access_scope_t scope;
+    if (!http_req_scope(req, &scope)) return;
 
     store_t *store = req->ctx->store;
     chr_err_t err;
     chr_err_clear(&err);
+    if (!(stream = scoped_stream(req, &scope, stream, false))) return;
     event_list_t list = {0};
     if (store_read_stream(store, stream, from, (size_t)limit, backward, &list, &err) != CHR_OK) {
         event_list_free(&list);
@@ -369,7 +429,14 @@ void http_handle_stream_read(http_req_t *req)
         for (size_t i = 0; i < list.len; i++) /* an append may have come in between */
             if (list.items[i].version > version) version = list.items[i].version;
     }
-    if (version == 0) {
+    /* An entity stream was checked as a whole (its row, like its history
+     * route); other streams are filtered by their events' tenant tags. */
+    bool had = list.len > 0;
+    int ent;
+    const char *ent_key;
+    if (!req->ctx->engine || !projection_stream_entity(&req->ctx->engine->proj, stream, &ent, &ent_key))
+        engine_filter_events(req->ctx->engine, &scope, &list);
+    if (version == 0 || (had && list.len == 0)) {
         event_list_free(&list);
         http_problem(req, HTTP_P_NOT_FOUND, NULL, "stream \"%s\" has no events", stream);
         return;

@@ -33,6 +33,7 @@
 #include "core/query.h"
 #include "http/buf.h"
 #include "http/handlers.h"
+#include "http/handlers_auth.h"
 #include "http/response.h"
 
 #ifndef CHRONICLE_VERSION
@@ -201,6 +202,11 @@ static json_t *field_schema(gen_t *g, const field_def_t *f, bool input, bool nul
     case FT_EMAIL:
         put_str(g, s, "format", "email");
         break;
+    case FT_PASSWORD:
+        put_str(g, s, "format", "password");
+        if (input) put_int(g, s, "minLength", FIELD_PASSWORD_MIN_LENGTH);
+        http_buf_puts(&d, "Stored as an Argon2id hash");
+        break;
     case FT_CRON:
         http_buf_puts(&d, "A 5-field cron expression (minute hour day-of-month month "
                           "day-of-week), or @hourly, @daily, @weekly, @monthly, @yearly");
@@ -243,7 +249,9 @@ static json_t *field_schema(gen_t *g, const field_def_t *f, bool input, bool nul
     /* The loader makes type defaults explicit; text's (1 MiB) is left out as
      * a limit nobody chose. */
     int64_t max_len = field_max_length(f);
-    if ((f->type == FT_STRING || f->type == FT_EMAIL || f->type == FT_TEXT) && max_len > 0 &&
+    if ((f->type == FT_STRING || f->type == FT_EMAIL || f->type == FT_TEXT ||
+         f->type == FT_PASSWORD) &&
+        max_len > 0 &&
         !(f->type == FT_TEXT && max_len == FIELD_TEXT_MAX_LENGTH))
         put_int(g, s, "maxLength", max_len);
     if (f->has_min) put(g, s, "minimum", number(f->min));
@@ -528,7 +536,7 @@ static const struct problem_doc {
 } problem_docs[] = {
     {400, "BadRequest",
      "Bad request: malformed JSON, or a bad path, query or header parameter (errors names it)."},
-    {401, "Unauthorized", "Missing or wrong bearer secret."},
+    {401, "Unauthorized", "Missing or wrong bearer credential (or a failed login)."},
     {404, "NotFound", "Not found."},
     {409, "Conflict",
      "Conflict: the entity already exists, a unique value is taken, a command's precondition "
@@ -537,6 +545,9 @@ static const struct problem_doc {
     {413, "PayloadTooLarge", "The body (or an event) is larger than allowed."},
     {415, "UnsupportedMediaType", "The body was not sent as Content-Type: application/json."},
     {422, "ValidationFailed", "The body breaks a rule; errors names each field at fault."},
+    {429, "TooManyRequests",
+     "This client's rate limit for the route's class is used up; retry after Retry-After "
+     "seconds."},
     {503, "ServiceUnavailable", "The store failed or the server is shutting down; retry."},
 };
 
@@ -564,6 +575,9 @@ static void components(gen_t *g, json_t *comp)
                   "true when the same events (same ids) were already stored: nothing was "
                   "stored again.",
                   "schema", "type", "string", "enum", "true"));
+    put(g, headers, "Retry-After",
+        json_pack("{s:s, s:o}", "description", "Whole seconds until the client may retry.",
+                  "schema", typed("integer", false)));
     put(g, headers, "WWW-Authenticate",
         json_pack("{s:s, s:{s:s, s:[s]}}", "description", "The scheme to use.", "schema", "type",
                   "string", "enum", "Bearer"));
@@ -578,6 +592,8 @@ static void components(gen_t *g, json_t *comp)
         if (p->status == 401)
             put(g, json_object_get(r, "headers"), "WWW-Authenticate",
                 ref("headers", "WWW-Authenticate"));
+        if (p->status == 429)
+            put(g, json_object_get(r, "headers"), "Retry-After", ref("headers", "Retry-After"));
         put(g, responses, p->name, r);
     }
 
@@ -590,7 +606,8 @@ static void components(gen_t *g, json_t *comp)
     if (g->auth)
         put(g, obj_at(g, comp, "securitySchemes"), "bearer",
             json_pack("{s:s, s:s, s:s}", "type", "http", "scheme", "bearer", "description",
-                      "One of the server's API secrets (API_SECRET)."));
+                      "An API secret (API_SECRET), a named API key, or a JWT: from an "
+                      "identity provider or from POST /v1/auth/login (docs/security.md)."));
 }
 
 /* ---- operations ------------------------------------------------------------ */
@@ -892,6 +909,76 @@ static void doc_openapi(gen_t *g, json_t *op)
     problems(g, op, (const int[]){0});
 }
 
+/* ---- identity (handlers_auth.c) ---- */
+
+static void auth_schemas(gen_t *g, bool logins)
+{
+    json_t *s = g->schemas;
+    put(g, s, "Principal",
+        json_pack("{s:s, s:s, s:{s:{s:s, s:[s,s,s,s,s]}, s:o, s:o, s:o, s:o}, s:[s,s,s,s,s]}",
+                  "type", "object", "description", "Who the server takes the caller for.",
+                  "properties", "kind", "type", "string", "enum", "none", "api_secret", "api_key",
+                  "jwt", "login", "sub", typed("string", true), "roles",
+                  array_of(typed("string", false)), "tenant_id", typed("string", true),
+                  "key_name", typed("string", true), "required", "kind", "sub", "roles",
+                  "tenant_id", "key_name"));
+    if (!logins) return;
+    put(g, s, "LoginRequest",
+        json_pack("{s:s, s:{s:o, s:o}, s:[s,s]}", "type", "object", "properties", "email",
+                  string_format("email"), "password", string_format("password"), "required",
+                  "email", "password"));
+    put(g, s, "RefreshRequest",
+        json_pack("{s:s, s:{s:o}, s:[s]}", "type", "object", "properties", "refresh_token",
+                  typed("string", false), "required", "refresh_token"));
+    put(g, s, "Tokens",
+        json_pack("{s:s, s:{s:o, s:{s:s, s:[s]}, s:o, s:o, s:o}, s:[s,s,s,s,s]}", "type",
+                  "object", "properties", "access_token",
+                  typed_desc("string", "An HS256 JWT for Authorization: Bearer."), "token_type",
+                  "type", "string", "enum", "Bearer", "expires_in",
+                  typed_desc("integer", "Seconds the access token is valid."), "refresh_token",
+                  typed_desc("string", "Opaque; works once (POST /v1/auth/refresh)."),
+                  "refresh_expires_in",
+                  typed_desc("integer", "Seconds the refresh token is valid."), "required",
+                  "access_token", "token_type", "expires_in", "refresh_token",
+                  "refresh_expires_in"));
+}
+
+static void doc_me(gen_t *g, json_t *op)
+{
+    content(g, response(g, op, 200, "The caller's principal."), JSON_MEDIA,
+            ref("schemas", "Principal"));
+    problems(g, op, (const int[]){0});
+}
+
+static void doc_tokens(gen_t *g, json_t *op, const char *body, const char *desc)
+{
+    request_body(g, op, body, true, desc);
+    content(g, response(g, op, 200, "New tokens (Cache-Control: no-store)."), JSON_MEDIA,
+            ref("schemas", "Tokens"));
+    problems(g, op, (const int[]){400, 401, 415, 422, 429, 503, 0});
+}
+
+static void doc_login(gen_t *g, json_t *op)
+{
+    doc_tokens(g, op, "LoginRequest",
+               "The user's e-mail address and password. A wrong password and an unknown "
+               "address get the same 401.");
+}
+
+static void doc_refresh(gen_t *g, json_t *op)
+{
+    doc_tokens(g, op, "RefreshRequest",
+               "A refresh token; it is used up, and a used one presented again ends the "
+               "session.");
+}
+
+static void doc_logout(gen_t *g, json_t *op)
+{
+    request_body(g, op, "RefreshRequest", true, "The session's current refresh token.");
+    response(g, op, 204, "The session's refresh tokens are revoked (also for unknown tokens).");
+    problems(g, op, (const int[]){400, 415, 422, 429, 503, 0});
+}
+
 /* Documentation of the core routes, by method and pattern. */
 static const struct core_doc {
     const char *method, *pattern, *op_id, *summary, *tag;
@@ -915,6 +1002,11 @@ static const struct core_doc {
     {"POST", "/v1/consumers/{name}/dead-letters/{id}/retry", "consumers.retryDeadLetter",
      "Deliver a dead letter again", "consumers", doc_dead_letter_retry},
     {"GET", HTTP_OPENAPI_PATH, "openapi", "This OpenAPI document", "meta", doc_openapi},
+    {"GET", "/v1/auth/me", "auth.me", "The caller's principal", "auth", doc_me},
+    {"POST", "/v1/auth/login", "auth.login", "Log in with e-mail and password", "auth", doc_login},
+    {"POST", "/v1/auth/refresh", "auth.refresh", "New tokens for a refresh token", "auth",
+     doc_refresh},
+    {"POST", "/v1/auth/logout", "auth.logout", "End a session", "auth", doc_logout},
 };
 
 /* An operationId for a route with no better name: prefix.method.path,
@@ -1077,7 +1169,7 @@ static void app_route_op(gen_t *g, const http_entity_route_t *er)
         snprintf(summary, sizeof summary, "Command %s on one of %s", action, e->name);
         break;
     }
-    json_t *op = op_new(g, er->method, er->pattern, id, summary, e->name, false);
+    json_t *op = op_new(g, er->method, er->pattern, id, summary, e->name, http_entity_route_public(er));
     if (!op) return;
     if (er->app) {
         char d[320];
@@ -1221,6 +1313,12 @@ int http_openapi_build(const definition_t *def, const http_app_routes_t *routes,
     for (size_t i = 0; !g.oom && i < n_core; i++)
         core_route_op(&g, &core[i]);
     if (!g.oom) core_route_op(&g, &(http_route_t){.method = "GET", .pattern = HTTP_OPENAPI_PATH});
+    bool logins = def && def->auth.users_entity >= 0;
+    if (!g.oom && auth) auth_schemas(&g, logins);
+    const http_route_t *auth_routes = http_auth_route_table(&n_core);
+    for (size_t i = 0; !g.oom && auth && i < n_core; i++)
+        if (logins || !(auth_routes[i].flags & HTTP_ROUTE_RATE_AUTH))
+            core_route_op(&g, &auth_routes[i]);
     if (def)
         for (size_t i = 0; !g.oom && i < http_app_routes_count(routes); i++)
             app_route_op(&g, http_app_route(routes, i));

@@ -23,8 +23,8 @@ typedef struct problem_row {
 static const problem_row_t rows[HTTP_P_COUNT] = {
     {HTTP_P_BAD_REQUEST, "bad-request", 400, "Bad request", {0}},
     {HTTP_P_MALFORMED_JSON, "malformed-json", 400, "Malformed JSON", {0}},
-    {HTTP_P_UNAUTHORIZED, "unauthorized", 401, "Unauthorized", {0}},
-    {HTTP_P_FORBIDDEN, "forbidden", 403, "Forbidden", {0}},
+    {HTTP_P_UNAUTHORIZED, "unauthorized", 401, "Unauthorized", {CHR_EUNAUTHORIZED}},
+    {HTTP_P_FORBIDDEN, "forbidden", 403, "Forbidden", {CHR_EFORBIDDEN}},
     {HTTP_P_NOT_FOUND, "not-found", 404, "Not found", {CHR_ENOTFOUND}},
     {HTTP_P_METHOD_NOT_ALLOWED, "method-not-allowed", 405, "Method not allowed", {0}},
     {HTTP_P_NOT_ACCEPTABLE, "not-acceptable", 406, "Not acceptable", {0}},

@@ -22,11 +22,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth/principal.h"
 #include "http/context.h"
 #include "http/router.h"
 
 #define HTTP_REQUEST_ID_MAX 128
-#define HTTP_MAX_EXTRA_HEADERS 8
+#define HTTP_MAX_EXTRA_HEADERS 12
 
 typedef struct http_arena_block {
     struct http_arena_block *next;
@@ -78,6 +79,10 @@ struct http_req {
     bool too_big;                 /* the body went over the limit */
     bool counted;                 /* counted in the in-flight gauge */
     unsigned status;
+
+    /* Who is calling (gate.c): kind AUTH_NONE on public routes and when no
+     * credential is configured. */
+    auth_principal_t principal;
 
     http_header_t headers[HTTP_MAX_EXTRA_HEADERS];
     size_t n_headers;

@@ -33,7 +33,10 @@ enum http_route_flags {
     HTTP_ROUTE_PUBLIC = 1u << 0,    /* no auth even when API_SECRET is set */
     HTTP_ROUTE_JSON_BODY = 1u << 1, /* takes an application/json body (else 415) */
     HTTP_ROUTE_BODY_OPTIONAL = 1u << 2, /* with JSON_BODY: no body at all is fine too */
-    HTTP_ROUTE_OPS = 1u << 3,       /* operations: served by --role worker too */
+    HTTP_ROUTE_RATE_AUTH = 1u << 3, /* rate-limited in the "auth" class (logins) */
+    HTTP_ROUTE_RATED = 1u << 4,     /* with PUBLIC: rate-limited all the same (an app's public
+                                       operations, unlike probes) */
+    HTTP_ROUTE_OPS = 1u << 5,       /* operations: served by --role worker too */
 };
 
 typedef struct http_route {

@@ -35,6 +35,8 @@
 #include "http/auth.h"
 #include "http/context.h"
 #include "http/feed.h"
+#include "http/gate.h"
+#include "http/handlers_auth.h"
 #include "http/handlers.h"
 #include "http/openapi.h"
 #include "http/params.h"
@@ -136,15 +138,7 @@ static void begin(http_req_t *req, const char *method)
     http_match_t *m = &req->match;
     http_router_match(ctx->router, req->method, req->path, req->path_len, scratch, m);
 
-    bool public_route = m->route && (m->route->flags & HTTP_ROUTE_PUBLIC);
-    if (ctx->auth && !public_route &&
-        !http_auth_check(ctx->auth, http_req_header(req, MHD_HTTP_HEADER_AUTHORIZATION))) {
-        http_req_add_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-        http_problem(req, HTTP_P_UNAUTHORIZED, NULL,
-                     "this route needs an Authorization: Bearer <secret> header with a valid "
-                     "API secret");
-        return;
-    }
+    if (!http_gate_pass(req)) return; /* CORS, credentials, rate limits */
     if (m->kind == HTTP_MATCH_OK && !config_serves_api(ctx->cfg) &&
         !(m->route->flags & HTTP_ROUTE_OPS)) {
         http_problem(req, HTTP_P_NOT_FOUND, NULL,
@@ -516,10 +510,6 @@ int http_serve_main(const config_t *cfg)
         fail_start("cannot build routes", &err);
         goto out;
     }
-    if (http_auth_new(cfg->api_secrets, &ctx->auth, &err) != CHR_OK) {
-        fail_start("invalid configuration", &err);
-        goto out;
-    }
     store_options_t sopts = config_store_options(cfg);
     if (store_open(cfg->database_url, &sopts, &ctx->store, &err) != CHR_OK) {
         fail_start("cannot open the store", &err);
@@ -542,6 +532,12 @@ int http_serve_main(const config_t *cfg)
     if (app) {
         ctx->engine = &app->eng;
         http_event_json_redact_with(&app->eng);
+    }
+    if (http_auth_new(cfg->api_secrets, app ? app->def : NULL, &ctx->auth, &err) != CHR_OK ||
+        http_gate_new(&ctx->gate, &err) != CHR_OK ||
+        http_auth_routes_add(ctx, ctx->router, &err) != CHR_OK) {
+        fail_start("invalid configuration", &err);
+        goto out;
     }
     if (worker_start(cfg, ctx->store, app ? app->def : NULL, ctx->engine, &worker, &err)) {
         fail_start("cannot start the consumers", &err);
@@ -631,6 +627,7 @@ out:
     schedules_free(schedules);
     http_feed_free(ctx->feed);
     http_auth_free(ctx->auth);
+    http_gate_free(ctx->gate);
     http_router_free(ctx->router);
     http_app_close(app);
     http_openapi_free(openapi);

@@ -36,6 +36,32 @@ static struct {
     _Atomic int64_t subscribers;
 } m;
 
+/* Not reset by metrics_init: plain counters with no table to size. */
+static _Atomic uint64_t rate_limited[METRICS_RATE_CLASSES];
+static _Atomic uint64_t auth_failures, jwt_hits, jwt_misses;
+
+static const char *const rate_class_names[METRICS_RATE_CLASSES] = {"read", "write", "auth"};
+
+const char *metrics_rate_class_name(metrics_rate_class_t c)
+{
+    return c < METRICS_RATE_CLASSES ? rate_class_names[c] : "read";
+}
+
+void metrics_rate_limited(metrics_rate_class_t c)
+{
+    if (c < METRICS_RATE_CLASSES) atomic_fetch_add_explicit(&rate_limited[c], 1, memory_order_relaxed);
+}
+
+void metrics_auth_failure(void)
+{
+    atomic_fetch_add_explicit(&auth_failures, 1, memory_order_relaxed);
+}
+
+void metrics_jwt_cache(int hit)
+{
+    atomic_fetch_add_explicit(hit ? &jwt_hits : &jwt_misses, 1, memory_order_relaxed);
+}
+
 int metrics_init(size_t max_routes)
 {
     metrics_shutdown();
@@ -223,6 +249,20 @@ void metrics_render(FILE *out, const store_counters_t *store)
            (long long)metrics_in_flight());
     simple(out, "chronicle_feed_subscribers", "gauge", "Open live-feed (SSE) streams.",
            (long long)metrics_subscribers());
+    fputs("# HELP chronicle_rate_limited_total Requests refused with 429, by route class.\n"
+          "# TYPE chronicle_rate_limited_total counter\n",
+          out);
+    for (size_t c = 0; c < METRICS_RATE_CLASSES; c++)
+        fprintf(out, "chronicle_rate_limited_total{class=\"%s\"} %llu\n", rate_class_names[c],
+                (unsigned long long)atomic_load(&rate_limited[c]));
+    simple(out, "chronicle_auth_failures_total", "counter",
+           "Requests refused with 401 (missing or invalid credentials).",
+           (long long)atomic_load(&auth_failures));
+    simple(out, "chronicle_jwt_cache_hits_total", "counter",
+           "Bearer JWTs answered from the verified-token cache.", (long long)atomic_load(&jwt_hits));
+    simple(out, "chronicle_jwt_cache_misses_total", "counter",
+           "Bearer JWTs whose signature and claims were checked.",
+           (long long)atomic_load(&jwt_misses));
     simple(out, "chronicle_events_appended_total", "counter", "Events appended to the store.",
            (long long)store->events);
     simple(out, "chronicle_store_commits_total", "counter",

@@ -41,6 +41,26 @@ int64_t metrics_in_flight(void);
 void metrics_subscribers_add(int64_t delta);
 int64_t metrics_subscribers(void);
 
+/* Authentication and rate limiting. Classes of rate limits: */
+typedef enum metrics_rate_class {
+    METRICS_RATE_READ,
+    METRICS_RATE_WRITE,
+    METRICS_RATE_AUTH,
+    METRICS_RATE_CLASSES
+} metrics_rate_class_t;
+
+/* The class's name ("read", "write", "auth"). */
+const char *metrics_rate_class_name(metrics_rate_class_t c);
+
+/* Counts a request refused with 429 in class c. Thread-safe. */
+void metrics_rate_limited(metrics_rate_class_t c);
+
+/* Counts a request refused with 401 (missing or bad credential). */
+void metrics_auth_failure(void);
+
+/* Counts a bearer JWT found in (hit) or verified for (miss) the cache. */
+void metrics_jwt_cache(int hit);
+
 /* Writes every metric in the Prometheus text format to out. store may be
  * NULL (then the store metrics are written as zero). */
 void metrics_render(FILE *out, const store_counters_t *store);

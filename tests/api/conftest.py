@@ -66,6 +66,10 @@ SERVER_ENV_VARS = (
     "LOG_LEVEL", "ROLE", "MAX_BODY_BYTES", "MAX_EVENT_BYTES", "MAX_CONNECTIONS",
     "CONNECTION_TIMEOUT", "HTTP_THREADS", "SHUTDOWN_GRACE", "SQLITE_SYNCHRONOUS",
     "SQLITE_READERS", "SSE_HEARTBEAT_MS",
+    "API_KEYS_FILE", "JWT_SECRET_PREVIOUS", "JWT_PUBLIC_KEY_FILE", "JWT_ISSUER", "JWT_AUDIENCE",
+    "JWT_CLAIM_SUB", "JWT_CLAIM_ROLES", "JWT_CLAIM_TENANT", "JWT_LEEWAY", "AUTH_ACCESS_TTL",
+    "AUTH_REFRESH_TTL", "RATE_LIMIT_READ", "RATE_LIMIT_WRITE", "RATE_LIMIT_AUTH", "CORS_ORIGINS",
+    "CORS_MAX_AGE",
 )
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -401,6 +405,21 @@ def server():
 def secured_server():
     with running_server(env={"API_SECRET": "s1,s2"}, name="secured") as srv:
         yield srv
+
+
+def start_fails(env, args=()):
+    """Runs `chronicle serve` with env (on top of the caller's environment
+    minus the server's variables) and args, which must make it refuse to
+    start; returns its stderr text."""
+    os.makedirs(TMP_ROOT, exist_ok=True)
+    full = {k: v for k, v in os.environ.items() if k not in SERVER_ENV_VARS}
+    full.update(env)
+    db = os.path.join(TMP_ROOT, f"refused-{uuid.uuid4()}.db")
+    p = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:0", "--database", f"sqlite:{db}", *args],
+                       env=full, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    err = p.stderr.decode("utf-8", "replace")
+    assert p.returncode != 0, f"the server started (or exited 0) with {env} {args}:\n{err}"
+    return err
 
 
 @pytest.fixture

@@ -400,7 +400,7 @@ def test_errors_are_problem_json(docs, kind):
                 assert list(r["content"]) == ["application/problem+json"], f"{method} {path} {status}"
                 assert r["content"]["application/problem+json"]["schema"] == \
                     {"$ref": "#/components/schemas/Problem"}
-                assert status in {"400", "401", "404", "409", "412", "413", "415", "422", "503"}
+                assert status in {"400", "401", "404", "409", "412", "413", "415", "422", "429", "503"}
 
 
 def test_problem_and_event_schemas(docs):

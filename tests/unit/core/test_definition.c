@@ -340,6 +340,46 @@ static void test_config_api(void **state)
     definition_free(def);
 }
 
+static void test_platform_access_and_tenancy(void **state)
+{
+    (void)state;
+    definition_t *def = load_valid("platform");
+    const entity_def_t *tenants = definition_entity(def, "tenants");
+    assert_false(tenants->tenant_scoped);
+    assert_int_equal(tenants->access[ACC_LIST].rules[0].kind, ACCESS_ROLE);
+    assert_string_equal(tenants->access[ACC_LIST].rules[0].arg, "platform_admin");
+
+    const entity_def_t *ws = definition_entity(def, "workspaces");
+    assert_true(ws->tenant_scoped);
+    assert_string_equal(access_owner_field(&ws->access[ACC_CREATE]), "owner_id");
+    assert_int_equal(ws->access[ACC_UPDATE].n, 2);
+    assert_string_equal(access_owner_field(&ws->access[ACC_UPDATE]), "owner_id");
+    assert_int_equal(ws->access[ACC_UPDATE].rules[1].kind, ACCESS_ROLE);
+    assert_false(ws->access[ACC_GET].is_default);
+
+    const entity_def_t *m = definition_entity(def, "memberships");
+    assert_int_equal(m->n_unique, 1);
+    assert_int_equal(m->unique[0].n, 2);
+    assert_string_equal(m->unique[0].fields[0], "workspace_id");
+    assert_string_equal(m->unique[0].fields[1], "user_id");
+
+    const entity_def_t *users = definition_entity(def, "users");
+    assert_string_equal(access_owner_field(&entity_command(users, "rename")->access), "user_id");
+    const entity_def_t *notes = definition_entity(def, "notifications");
+    assert_string_equal(access_owner_field(&entity_command(notes, "mark_read")->access), "user_id");
+    assert_int_equal(notes->access[ACC_CREATE].rules[0].kind, ACCESS_AUTHENTICATED);
+    definition_free(def);
+
+    /* what a definition leaves out is "authenticated", marked as the default */
+    def = load_valid("minimal");
+    for (size_t i = 0; i < ACC_N; i++) {
+        assert_true(def->entities[0].access[i].is_default);
+        assert_int_equal(def->entities[0].access[i].rules[0].kind, ACCESS_AUTHENTICATED);
+    }
+    assert_string_equal(access_op_name(ACC_HISTORY), "history");
+    definition_free(def);
+}
+
 static void test_kanban(void **state)
 {
     (void)state;
@@ -504,6 +544,10 @@ static void test_layout_hash(void **state)
             "", ""),
         /* declaring the key among the fields does not add a column */
         DEF("", BASE_FIELDS ", \"team_id\": {\"type\": \"string\", \"max_length\": 36}", "", ""),
+        /* access rules are checked at run time, not stored */
+        DEF(", \"access\": {\"list\": \"public\", \"update\": [\"owner:name\", \"role:x\"]}",
+            BASE_FIELDS, "", ""),
+        DEF(", \"tenant_scoped\": false", BASE_FIELDS, "", ""),
     };
     for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
         hash_of(same[i], h);
@@ -523,6 +567,9 @@ static void test_layout_hash(void **state)
         "{\"entities\": {\"teams\": {\"key\": \"id\", \"fields\": {" BASE_FIELDS "}}}}",
         "{\"entities\": {\"crews\": {\"key\": \"team_id\", \"fields\": {" BASE_FIELDS "}}}}",
         DEF("", "\"n\": {\"type\": \"integer\"}, \"name\": {\"type\": \"string\"}", "", ""),
+        /* a tenant_id column and per-tenant indexes; a unique group's index */
+        DEF(", \"tenant_scoped\": true", BASE_FIELDS, "", ""),
+        DEF(", \"unique\": [[\"name\", \"n\"]]", BASE_FIELDS, "", ""),
     };
     for (size_t i = 0; i < sizeof differ / sizeof differ[0]; i++) {
         hash_of(differ[i], h);
@@ -600,6 +647,7 @@ int main(void)
         cmocka_unit_test(test_status_app),
         cmocka_unit_test(test_config_api),
         cmocka_unit_test(test_kanban),
+        cmocka_unit_test(test_platform_access_and_tenancy),
         cmocka_unit_test(test_defaults_and_normalisation),
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_layout_hash),

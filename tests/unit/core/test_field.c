@@ -1,7 +1,9 @@
 /*
  * test_field.c - unit tests of core/field.h: every field type's accepted and
  * rejected values with their messages, max_length in characters, min/max,
- * cron, e-mail and key syntax, and normalisation of timestamps and e-mails.
+ * cron, e-mail and key syntax, and normalisation of timestamps and e-mails;
+ * passwords: checked as text, normalised to an Argon2id hash that verifies
+ * (core/password.h) and differs each time.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,7 +14,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "core/field.h"
+#include "core/password.h"
 
 static field_def_t mk(field_type_t t)
 {
@@ -441,6 +446,36 @@ static void test_normalize(void **state)
     json_decref(same);
     json_decref(obj);
 }
+static void test_password(void **state)
+{
+    (void)state;
+    field_def_t f = mk(FT_PASSWORD);
+    assert_int_equal(field_max_length(&f), FIELD_PASSWORD_MAX_LENGTH);
+    OK(f, "\"correct horse\"");
+    OK(f, "\"\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\""); /* 8 characters, 16 bytes */
+    BAD(f, "\"short\"", "must be at least 8 characters long");
+    BAD(f, "12345678", "must be a string");
+    BAD(f, "\"tab\\tin-the-middle\"", "must be a single line without control characters");
+    char big[200];
+    snprintf(big, sizeof big, "\"%0129d\"", 0);
+    BAD(f, big, "must be at most 128 characters long");
+
+    json_t *pw = json_string("correct horse");
+    json_t *h1 = field_normalize(&f, pw), *h2 = field_normalize(&f, pw);
+    assert_non_null(h1);
+    assert_non_null(h2);
+    const char *s1 = json_string_value(h1);
+    assert_int_equal(strncmp(s1, "$argon2id$", 10), 0);
+    assert_null(strstr(s1, "correct horse"));
+    assert_string_not_equal(s1, json_string_value(h2)); /* a salt of its own */
+    assert_true(password_verify(s1, "correct horse", 13));
+    assert_false(password_verify(s1, "correct horsE", 13));
+    assert_false(password_verify("not a hash", "correct horse", 13));
+    assert_false(password_verify_dummy("correct horse", 13));
+    json_decref(pw);
+    json_decref(h1);
+    json_decref(h2);
+}
 
 int main(void)
 {
@@ -461,6 +496,8 @@ int main(void)
         cmocka_unit_test(test_email),
         cmocka_unit_test(test_null_msg),
         cmocka_unit_test(test_normalize),
+        cmocka_unit_test(test_password),
     };
+    if (sodium_init() < 0) return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

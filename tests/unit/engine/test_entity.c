@@ -66,6 +66,13 @@ static const char *DEF_KEEP =
     "   \"content\": {\"type\": \"text\", \"required\": true}},"
     "  \"operations\": [\"create\"]}}}";
 
+/* A tenant-scoped entity whose reads are owner-only. */
+static const char *DEF_T =
+    "{\"app\": \"t\", \"entities\": {"
+    " \"docs\": {\"tenant_scoped\": true, \"fields\": {"
+    "   \"owner\": {\"type\": \"string\"}, \"title\": {\"type\": \"string\", \"unique\": true}},"
+    "  \"access\": {\"get\": \"owner:owner\", \"list\": \"owner:owner\"}}}}";
+
 typedef struct fixture {
     char path[512];
     store_t *store;
@@ -135,7 +142,7 @@ static int run(fixture_t *f, int entity, cmd_kind_t kind, const char *key, const
 {
     json_t *b = body ? json_loads(body, 0, NULL) : NULL;
     if (body) assert_non_null(b);
-    int rc = engine_command(&f->eng, entity, kind, NULL, key, b, -1, r);
+    int rc = engine_command(&f->eng, &access_scope_full, entity, kind, NULL, key, b, -1, r);
     json_decref(b);
     return rc;
 }
@@ -148,7 +155,7 @@ static int64_t count_rows(fixture_t *f, int entity)
     assert_int_equal(query_parse(&f->def->entities[entity], NULL, names, values, 1, &q, &err), 0);
     char *text = NULL, *next = NULL;
     size_t len = 0;
-    assert_int_equal(engine_list(&f->eng, entity, &q, NULL, 0, &text, &len, &next, &err), 0);
+    assert_int_equal(engine_list(&f->eng, &access_scope_full, entity, &q, NULL, 0, &text, &len, &next, &err), 0);
     json_t *arr = json_loadb(text, len, 0, NULL);
     assert_non_null(arr);
     int64_t n = (int64_t)json_array_size(arr);
@@ -171,7 +178,7 @@ static void test_create_get_update_delete(void **state)
     json_t *got = NULL;
     int64_t v = 0;
     chr_err_t err = {0};
-    assert_int_equal(engine_get(&f->eng, 0, "a", &got, &v, &err), 0);
+    assert_int_equal(engine_get(&f->eng, &access_scope_full, 0, "a", &got, &v, &err), 0);
     assert_string_equal(json_string_value(json_object_get(got, "name")), "A");
     assert_int_equal(v, 1);
     json_decref(got);
@@ -188,16 +195,16 @@ static void test_create_get_update_delete(void **state)
 
     assert_int_equal(run(f, 0, CMD_DELETE, "a", NULL, &r), 0);
     engine_result_free(&r);
-    assert_int_equal(engine_get(&f->eng, 0, "a", &got, &v, &err), CHR_ENOTFOUND);
+    assert_int_equal(engine_get(&f->eng, &access_scope_full, 0, "a", &got, &v, &err), CHR_ENOTFOUND);
     assert_int_equal(count_rows(f, 0), 0);
 
     /* Time travel still sees version 2. */
-    assert_int_equal(engine_get_past(&f->eng, 0, "a", -1, 2, &got, &v, &err), 0);
+    assert_int_equal(engine_get_past(&f->eng, &access_scope_full, 0, "a", -1, 2, &got, &v, &err), 0);
     assert_string_equal(json_string_value(json_object_get(got, "name")), "B");
     json_decref(got);
 
     json_t *hist = NULL;
-    assert_int_equal(engine_history(&f->eng, 0, "a", &hist, &err), 0);
+    assert_int_equal(engine_history(&f->eng, &access_scope_full, 0, "a", &hist, &err), 0);
     assert_int_equal(json_array_size(hist), 3);
     json_decref(hist);
 }
@@ -299,7 +306,7 @@ static void test_racing_updates_all_land(void **state)
     json_t *got = NULL;
     int64_t v = 0;
     chr_err_t err = {0};
-    assert_int_equal(engine_get(&f->eng, 0, "hot", &got, &v, &err), 0);
+    assert_int_equal(engine_get(&f->eng, &access_scope_full, 0, "hot", &got, &v, &err), 0);
     assert_int_equal(v, 601); /* the create and every update, each exactly once */
     json_decref(got);
     int64_t sv = 0;
@@ -339,7 +346,7 @@ static int start(fixture_t *f, waiter_t *w, cmd_kind_t kind, const char *key, co
 {
     sem_init(&w->sem, 0, 0);
     w->body = body ? json_loads(body, 0, NULL) : NULL;
-    return engine_command_start(&f->eng, 0, kind, NULL, key, w->body, -1, &w->r, waiter_wake, w,
+    return engine_command_start(&f->eng, &access_scope_full, 0, kind, NULL, key, w->body, -1, &w->r, waiter_wake, w,
                                 &w->cmd);
 }
 
@@ -434,6 +441,97 @@ static void test_an_abandoned_command_passes_its_turn_on(void **state)
     waiter_free(&g);
 }
 
+static auth_principal_t who(const char *sub)
+{
+    auth_principal_t p;
+    memset(&p, 0, sizeof p);
+    p.kind = AUTH_JWT;
+    snprintf(p.sub, sizeof p.sub, "%s", sub);
+    return p;
+}
+
+/* The engine itself confines reads and commands to the scope's tenant and
+ * owned rows, whatever route calls it. */
+static void test_scope_is_enforced_by_the_engine(void **state)
+{
+    fixture_t *f = *state;
+    close_all(f);
+    open_all(f, DEF_T);
+    auth_principal_t alice = who("alice"), bob = who("bob");
+    access_scope_t a = {.who = &alice, .tenant = "ta"}, b = {.who = &bob, .tenant = "tb"},
+                   a_bob = {.who = &bob, .tenant = "ta"}, op_a = {.full = true, .tenant = "ta"};
+    engine_result_t r;
+    json_t *body = json_pack("{s:s, s:s}", "owner", "alice", "title", "same");
+    assert_int_equal(engine_command(&f->eng, &a, 0, CMD_CREATE, NULL, NULL, body, -1, &r), 0);
+    const char *key = json_string_value(json_object_get(r.body, "id"));
+    char k[64];
+    snprintf(k, sizeof k, "%s", key);
+    assert_string_equal(json_string_value(json_object_get(r.body, "tenant_id")), "ta");
+    engine_result_free(&r);
+    /* unique per tenant: the same title in another tenant is fine, in this one taken */
+    json_object_set_new(body, "owner", json_string("bob"));
+    assert_int_equal(engine_command(&f->eng, &b, 0, CMD_CREATE, NULL, NULL, body, -1, &r), 0);
+    engine_result_free(&r);
+    assert_int_equal(engine_command(&f->eng, &a_bob, 0, CMD_CREATE, NULL, NULL, body, -1, &r),
+                     CHR_ECONFLICT);
+    engine_result_free(&r);
+    /* no tenant: refused; a client key: refused */
+    assert_int_equal(engine_command(&f->eng, &access_scope_full, 0, CMD_CREATE, NULL, NULL, body, -1, &r),
+                     CHR_EINVAL);
+    engine_result_free(&r);
+    assert_int_equal(engine_command(&f->eng, &a, 0, CMD_CREATE, NULL, "mine", body, -1, &r), CHR_EINVAL);
+    engine_result_free(&r);
+    json_decref(body);
+
+    json_t *got = NULL;
+    int64_t v;
+    chr_err_t err = {0};
+    assert_int_equal(engine_get(&f->eng, &a, 0, k, &got, &v, &err), 0);
+    json_decref(got);
+    assert_int_equal(engine_get(&f->eng, &op_a, 0, k, &got, &v, &err), 0);
+    json_decref(got);
+    assert_int_equal(engine_get(&f->eng, &b, 0, k, &got, &v, &err), CHR_ENOTFOUND);
+    assert_int_equal(engine_get(&f->eng, &a_bob, 0, k, &got, &v, &err), CHR_ENOTFOUND);
+    assert_int_equal(engine_get(&f->eng, NULL, 0, k, &got, &v, &err), CHR_EFORBIDDEN);
+    assert_int_equal(engine_get_past(&f->eng, &b, 0, k, -1, 1, &got, &v, &err), CHR_ENOTFOUND);
+    assert_int_equal(engine_history(&f->eng, &b, 0, k, &got, &err), CHR_ENOTFOUND);
+    body = json_pack("{s:s}", "title", "taken over");
+    assert_int_equal(engine_command(&f->eng, &b, 0, CMD_UPDATE, NULL, k, body, -1, &r), CHR_ENOTFOUND);
+    engine_result_free(&r);
+    assert_int_equal(engine_command(&f->eng, &b, 0, CMD_DELETE, NULL, k, NULL, -1, &r), CHR_ENOTFOUND);
+    engine_result_free(&r);
+    json_decref(body);
+
+    /* lists: the tenant and owner predicates are added to the query */
+    const char *names[] = {"limit"}, *values[] = {"1000"};
+    access_scope_t *scopes[] = {&a, &b, &a_bob, &op_a};
+    size_t want[] = {1, 1, 0, 1};
+    for (size_t i = 0; i < 4; i++) {
+        query_t q;
+        assert_int_equal(query_parse(&f->def->entities[0], NULL, names, values, 1, &q, &err), 0);
+        char *text = NULL, *next = NULL;
+        size_t len = 0;
+        assert_int_equal(engine_list(&f->eng, scopes[i], 0, &q, NULL, 0, &text, &len, &next, &err), 0);
+        json_t *arr = json_loadb(text, len, 0, NULL);
+        assert_int_equal(json_array_size(arr), want[i]);
+        json_decref(arr);
+        free(text);
+        query_free(&q);
+    }
+
+    /* the log: events carry the tenant; each scope sees its own */
+    event_t ev;
+    char stream[128];
+    snprintf(stream, sizeof stream, "docs-%s", k);
+    assert_int_equal(event_init(&ev, NULL, stream, "DocsCreated", "{}", "{\"tenant_id\":\"ta\"}"), 0);
+    access_scope_t plain_a = {.who = &alice, .tenant = "ta"};
+    assert_true(engine_event_visible(&f->eng, &plain_a, &ev));
+    assert_false(engine_event_visible(&f->eng, &b, &ev));
+    assert_true(engine_event_visible(&f->eng, &access_scope_full, &ev));
+    assert_false(engine_event_visible(&f->eng, NULL, &ev));
+    event_free(&ev);
+}
+
 static void test_rebuild_on_layout_change(void **state)
 {
     fixture_t *f = *state;
@@ -459,7 +557,7 @@ static void test_rebuild_on_layout_change(void **state)
     json_t *got = NULL;
     int64_t v = 0;
     chr_err_t err = {0};
-    assert_int_equal(engine_get(&f->eng, 0, "k3", &got, &v, &err), 0);
+    assert_int_equal(engine_get(&f->eng, &access_scope_full, 0, "k3", &got, &v, &err), 0);
     assert_string_equal(json_string_value(json_object_get(got, "name")), "changed");
     assert_true(json_is_null(json_object_get(got, "motto")));
     assert_int_equal(v, 2);
@@ -492,8 +590,8 @@ static void test_rebuild_replays_without_write_checks(void **state)
     json_t *got = NULL;
     int64_t v = 0;
     chr_err_t err = {0};
-    assert_int_equal(engine_get(&f->eng, 0, "t1", &got, &v, &err), CHR_ENOTFOUND);
-    assert_int_equal(engine_get(&f->eng, 1, "u1", &got, &v, &err), 0);
+    assert_int_equal(engine_get(&f->eng, &access_scope_full, 0, "t1", &got, &v, &err), CHR_ENOTFOUND);
+    assert_int_equal(engine_get(&f->eng, &access_scope_full, 1, "u1", &got, &v, &err), 0);
     assert_string_equal(json_string_value(json_object_get(got, "team_id")), "t1");
     json_decref(got);
 }
@@ -535,6 +633,7 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_an_abandoned_command_passes_its_turn_on, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_scope_is_enforced_by_the_engine, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rebuild_on_layout_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupted_rebuild_is_redone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rebuild_replays_without_write_checks, setup,

@@ -192,7 +192,7 @@ static int command(fixture_t *f, cmd_kind_t kind, const char *key, const char *b
 {
     json_t *b = body ? json_loads(body, 0, NULL) : NULL;
     engine_result_t r = {0};
-    int rc = engine_command(&f->eng, 0, kind, NULL, key, b, -1, &r);
+    int rc = engine_command(&f->eng, &access_scope_full, 0, kind, NULL, key, b, -1, &r);
     json_decref(b);
     engine_result_free(&r);
     return rc;
@@ -302,7 +302,7 @@ static void test_commands_decide_on_the_write_model(void **state)
     int64_t version = 0;
     chr_err_t err = {0};
     /* Not in the read model ... */
-    assert_int_equal(engine_get(&f->eng, 0, "a", &out, &version, &err), CHR_ENOTFOUND);
+    assert_int_equal(engine_get(&f->eng, &access_scope_full, 0, "a", &out, &version, &err), CHR_ENOTFOUND);
     int64_t pos = -1, lag = -1;
     assert_true(projector_staleness(f->eng.projector, &pos, &lag));
     assert_int_equal(pos, 0);
@@ -326,7 +326,7 @@ static void test_commands_decide_on_the_write_model(void **state)
     close_engine(f);
     open_engine(f, DEF_A, true);
     wait_caught_up(f);
-    assert_int_equal(engine_get(&f->eng, 0, "a", &out, &version, &err), 0);
+    assert_int_equal(engine_get(&f->eng, &access_scope_full, 0, "a", &out, &version, &err), 0);
     assert_int_equal(version, 2);
     assert_int_equal(json_integer_value(json_object_get(out, "counter")), 3);
     json_decref(out);
