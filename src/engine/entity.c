@@ -166,6 +166,8 @@ struct engine_cmd {
     const json_t *body; /* borrowed */
     int64_t if_match;
     bool generated; /* the key was generated, not given */
+    char event_id[UUID_STR_LEN + 1]; /* "" = generate */
+    char *metadata;                  /* owned; NULL = none */
     char key[KEY_MAX];
     char stream[1200];  /* "<entity>-<key>", checked against EVENT_NAME_MAX */
     engine_result_t *r; /* borrowed */
@@ -346,7 +348,8 @@ static int attempt_run(engine_cmd_t *c)
         rc = entity_evolve(e, &c->next, r->decision.event_type, r->decision.event_data,
                            c->state.version + 1, now);
     char *data = rc ? NULL : json_dumps(r->decision.event_data, JSON_COMPACT);
-    if (!rc && (!data || event_init(&c->ev, NULL, c->stream, r->decision.event_type, data, NULL)))
+    if (!rc && (!data || event_init(&c->ev, c->event_id, c->stream, r->decision.event_type, data,
+                                  c->metadata)))
         rc = CHR_ENOMEM;
     free(data);
     c->w = (write_ctx_t){.proj = &eng->proj, .entity = c->entity};
@@ -386,9 +389,10 @@ static int attempt_done(engine_cmd_t *c)
     return attempt_run(c);
 }
 
-int engine_command_start(engine_t *eng, int entity, cmd_kind_t kind, const command_def_t *custom,
+static int command_start(engine_t *eng, int entity, cmd_kind_t kind, const command_def_t *custom,
                          const char *key_in, const json_t *body, int64_t if_match,
-                         engine_result_t *r, engine_wake_fn wake, void *user, engine_cmd_t **out)
+                         const engine_cmd_opts_t *opts, engine_result_t *r, engine_wake_fn wake,
+                         void *user, engine_cmd_t **out)
 {
     memset(r, 0, sizeof *r);
     *out = NULL;
@@ -406,9 +410,21 @@ int engine_command_start(engine_t *eng, int entity, cmd_kind_t kind, const comma
                         .r = r,
                         .wake = wake,
                         .user = user};
+    if (opts && opts->event_id) {
+        if (!uuid_is_valid(opts->event_id)) {
+            free(c);
+            return r->code = chr_fail(&r->err, CHR_EINVAL, "id", "the event id must be a UUID");
+        }
+        snprintf(c->event_id, sizeof c->event_id, "%s", opts->event_id);
+    }
+    if (opts && opts->metadata && !(c->metadata = strdup(opts->metadata))) {
+        free(c);
+        return r->code = chr_fail(&r->err, CHR_ENOMEM, "", "out of memory");
+    }
     command_key(e, key_in, body, c->key, sizeof c->key, &c->generated);
     engine_stream_name(e, c->key, c->stream, sizeof c->stream);
     if (strlen(c->stream) > EVENT_NAME_MAX) {
+        free(c->metadata);
         free(c);
         return r->code =
                    chr_fail(&r->err, CHR_EINVAL, e->key,
@@ -421,6 +437,14 @@ int engine_command_start(engine_t *eng, int entity, cmd_kind_t kind, const comma
     c->phase = PHASE_TURN;
     if (!turn_take(c)) return ENGINE_PENDING;
     return attempt_run(c);
+}
+
+int engine_command_start(engine_t *eng, int entity, cmd_kind_t kind, const command_def_t *custom,
+                         const char *key_in, const json_t *body, int64_t if_match,
+                         engine_result_t *r, engine_wake_fn wake, void *user, engine_cmd_t **out)
+{
+    return command_start(eng, entity, kind, custom, key_in, body, if_match, NULL, r, wake, user,
+                         out);
 }
 
 int engine_command_resume(engine_cmd_t *c)
@@ -461,6 +485,7 @@ void engine_command_free(engine_cmd_t *c)
         if (owns) turn_pass(c); /* woken with the turn, then abandoned */
     }
     attempt_clear(c);
+    free(c->metadata);
     free(c);
 }
 
@@ -479,11 +504,18 @@ static void sync_wake(void *user)
 int engine_command(engine_t *eng, int entity, cmd_kind_t kind, const command_def_t *custom,
                    const char *key_in, const json_t *body, int64_t if_match, engine_result_t *r)
 {
+    return engine_command_opts(eng, entity, kind, custom, key_in, body, if_match, NULL, r);
+}
+
+int engine_command_opts(engine_t *eng, int entity, cmd_kind_t kind, const command_def_t *custom,
+                        const char *key_in, const json_t *body, int64_t if_match,
+                        const engine_cmd_opts_t *opts, engine_result_t *r)
+{
     sync_wait_t w;
     sem_init(&w.sem, 0, 0);
     engine_cmd_t *c;
-    int rc = engine_command_start(eng, entity, kind, custom, key_in, body, if_match, r, sync_wake,
-                                  &w, &c);
+    int rc = command_start(eng, entity, kind, custom, key_in, body, if_match, opts, r, sync_wake,
+                           &w, &c);
     while (rc == ENGINE_PENDING) {
         while (sem_wait(&w.sem) != 0) {
         } /* EINTR: keep waiting, the wake will come */

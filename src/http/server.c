@@ -543,7 +543,8 @@ int http_serve_main(const config_t *cfg)
         ctx->engine = &app->eng;
         http_event_json_redact_with(&app->eng);
     }
-    if (worker_start(cfg, ctx->store, app ? app->def : NULL, ctx->engine, &worker, &err)) {
+    if (worker_start(cfg, ctx->store, app ? app->def : NULL, app ? &app->eng : NULL, &worker,
+                     &err)) {
         fail_start("cannot start the consumers", &err);
         goto out;
     }
