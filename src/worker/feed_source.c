@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "core/timefmt.h"
+#include "worker/curl_opts.h"
 
 typedef struct feed_src {
     char *base;
@@ -62,20 +63,10 @@ static int get_json(feed_src_t *f, const char *path_query, json_t **out, chr_err
     }
     h = h2;
     CURL *c = f->curl;
-    curl_easy_setopt(c, CURLOPT_URL, url);
+    worker_curl_common(c, url, h, f->timeout_ms);
     curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, f->timeout_ms);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, f->timeout_ms);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
     CURLcode cc = curl_easy_perform(c);
     if (b.oom) {
         rc = chr_fail(err, CHR_ENOMEM, "", "out of memory");
