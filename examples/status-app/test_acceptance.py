@@ -11,9 +11,13 @@ Every response is checked for its exact status and body. Nothing sleeps:
 time travel queries between the timestamps the server answered with.
 """
 
+import hashlib
+import hmac
+import http.server
 import json
 import os
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 import uuid
 
@@ -665,6 +669,90 @@ def test_poll_schedule_emits_status_poll_requested_per_team(fresh):
             ("web", (nxt + timedelta(minutes=30)).strftime(fmt))]
     wait_until(lambda: len(polls()) >= 4, 15, msg="the next weekday's polls")
     assert sorted(polls()) == sorted(want)
+
+
+class SlackbotReceiver:
+    """A tiny stand-in for the chat bot's webhook on 127.0.0.1:<ephemeral>:
+    records every POST (headers, raw body) and answers 204."""
+
+    def __init__(self):
+        self.requests = []
+        self.lock = threading.Lock()
+        recv = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with recv.lock:
+                    recv.requests.append((dict(self.headers), body))
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/slack/chronicle" % self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def received(self):
+        with self.lock:
+            return list(self.requests)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def verify(secret, header, body, tolerance=300):
+    """The README's signature check."""
+    parts = dict(p.split("=", 1) for p in header.split(","))
+    t, sig = int(parts["t"]), parts["v1"]
+    if abs(time.time() - t) > tolerance:
+        return False
+    want = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(want, sig)
+
+
+def test_poll_ticks_reach_the_slackbot_webhook_signed(fresh):
+    """A team's poll tick is POSTed to SLACKBOT_URL, signed with
+    SLACKBOT_SECRET; a team without a schedule gets nothing."""
+    bot = SlackbotReceiver()
+    try:
+        secret = "bot-secret-" + uuid.uuid4().hex
+        srv = fresh(env={"SLACKBOT_URL": bot.url, "SLACKBOT_SECRET": secret})
+        clock = srv.env["CHRONICLE_TEST_CLOCK_FILE"]
+        register(srv, "platform", poll_schedule="0 9 * * *", slack_channel="#platform")
+        register(srv, "mobile")
+        now = datetime.now(timezone.utc)
+        day = now.replace(hour=9, minute=0, second=0, microsecond=0)  # the next 09:00 UTC: one tick
+        if day <= now + timedelta(seconds=30):
+            day += timedelta(days=1)
+        fmt = "%Y-%m-%dT%H:%M:%S.000000Z"
+        set_clock(clock, (day + timedelta(seconds=5)).strftime(fmt))
+        got = wait_until(lambda: bot.received() or None, 15, msg="the poll at the bot")
+        assert len(got) == 1
+        headers, body = got[0]
+        assert verify(secret, headers["X-Chronicle-Signature"], body)
+        assert not verify("wrong-secret", headers["X-Chronicle-Signature"], body)
+        assert headers["X-Chronicle-Consumer"] == "slackbot"
+        ev = json.loads(body)
+        assert ev["type"] == "StatusPollRequested"
+        assert ev["stream"] == "schedule:poll_teams:platform"
+        assert ev["data"] == {"team_id": "platform", "slack_channel": "#platform",
+                              "tick": day.strftime(fmt), "missed": 1}
+        assert headers["X-Chronicle-Event-Id"] == ev["id"]
+
+        def slackbot():
+            return {c["name"]: c for c in expect_json(srv.get("/v1/consumers"), 200)["consumers"]}["slackbot"]
+
+        c = wait_until(lambda: slackbot()["delivered"] == 1 and slackbot(), 10, msg="the delivery counted")
+        assert (c["dead_letters"], c["last_error"]) == (0, None)
+    finally:
+        bot.close()
 
 
 def test_readme_commands_work_as_written(fresh):

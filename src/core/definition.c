@@ -13,6 +13,7 @@
  * (decide.c), the projection tables (engine/projection.c).
  */
 #include "core/definition.h"
+#include "core/mapping.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -34,8 +35,9 @@
 #define ROUTE_MAX_LIMIT 1000
 #define ROUTE_DEFAULT_LIMIT 50
 
-static const char *const top_keys[] = {"app",       "entities", "routes",   "auth",
-                                        "schedules", "webhooks", "audit_log", NULL};
+static const char *const top_keys[] = {"app",       "entities", "routes",    "auth",
+                                        "schedules", "webhooks", "audit_log", "feeds",
+                                        "reactions", NULL};
 static const char *const schedule_keys[] = {"cron",  "for_each", "cron_field", "timezone",
                                              "event", "data",     NULL};
 static const char *const auth_keys[] = {"users", "api_keys", NULL};
@@ -305,6 +307,22 @@ static void webhook_free(webhook_def_t *w)
 void definition_free(definition_t *def)
 {
     if (!def) return;
+    for (size_t i = 0; i < def->n_feeds; i++) {
+        free(def->feeds[i].name);
+        free(def->feeds[i].url);
+        free(def->feeds[i].url_env);
+        free(def->feeds[i].secret_env);
+    }
+    free(def->feeds);
+    for (size_t i = 0; i < def->n_reactions; i++) {
+        reaction_def_t *r = &def->reactions[i];
+        free(r->name);
+        free(r->on);
+        sink_filter_free(&r->filter);
+        free(r->action);
+        json_decref(r->with);
+    }
+    free(def->reactions);
     free(def->app);
     for (size_t i = 0; i < def->n_entities; i++)
         entity_free(&def->entities[i]);
@@ -1915,6 +1933,168 @@ static int parse_audit_log(const json_t *v, definition_t *def, chr_err_t *err)
     return a->path ? CHR_OK : dup_str("audit.log", &a->path, err);
 }
 
+/* ---- feeds and reactions ---------------------------------------------------- */
+
+static const char *const feed_keys[] = {"url", "url_env", "secret_env", "timeout_ms", "poll_ms",
+                                        NULL};
+static const char *const reaction_keys[] = {"on",         "from",         "run",
+                                            "with",       "max_attempts", "backoff_ms",
+                                            "max_backoff_ms", NULL};
+
+static int parse_feeds(const json_t *v, definition_t *def, chr_err_t *err)
+{
+    if (!v) return CHR_OK;
+    if (!json_is_object(v)) return bad(err, "feeds", "must be an object of name -> feed");
+    size_t n = json_object_size(v);
+    if (n == 0) return CHR_OK;
+    def->feeds = calloc(n, sizeof *def->feeds);
+    if (!def->feeds) return oom(err);
+    const char *key;
+    json_t *spec;
+    json_object_foreach((json_t *)v, key, spec)
+    {
+        char p[PATH_MAX_LEN];
+        child(p, "feeds", key);
+        feed_def_t *f = &def->feeds[def->n_feeds++];
+        f->timeout_ms = 10000;
+        f->poll_ms = 1000;
+        if (!name_valid(key)) return bad(err, p, "the name must match ^[a-z][a-z0-9_]{0,62}$");
+        if (!json_is_object(spec)) return bad(err, p, "must be an object");
+        int rc = check_keys(spec, p, feed_keys, "key", "", err);
+        if (rc || (rc = dup_str(key, &f->name, err))) return rc;
+        if ((rc = parse_opt_str(spec, p, "url", url_valid, "an http:// or https:// URL", &f->url,
+                                err)) ||
+            (rc = parse_opt_str(spec, p, "url_env", env_name_valid,
+                                "an environment variable name (^[A-Z_][A-Z0-9_]*$)", &f->url_env,
+                                err)) ||
+            (rc = parse_opt_str(spec, p, "secret_env", env_name_valid,
+                                "an environment variable name (^[A-Z_][A-Z0-9_]*$)",
+                                &f->secret_env, err)) ||
+            (rc = parse_opt_int(spec, p, "timeout_ms", 1, 600000, &f->timeout_ms, err)) ||
+            (rc = parse_opt_int(spec, p, "poll_ms", 10, 600000, &f->poll_ms, err)))
+            return rc;
+        if (!f->url == !f->url_env)
+            return bad(err, p, "needs exactly one of \"url\" and \"url_env\"");
+    }
+    return CHR_OK;
+}
+
+/* Whether name is taken by another consumer already parsed. */
+static bool consumer_name_taken(const definition_t *def, const char *name)
+{
+    if (strcmp(name, AUDIT_LOG_CONSUMER) == 0) return true;
+    for (size_t i = 0; i < def->n_webhooks; i++)
+        if (strcmp(def->webhooks[i].name, name) == 0) return true;
+    for (size_t i = 0; i + 1 < def->n_reactions; i++)
+        if (def->reactions[i].name && strcmp(def->reactions[i].name, name) == 0) return true;
+    return false;
+}
+
+static int parse_reaction(definition_t *def, const char *name, const json_t *spec, const char *p,
+                          reaction_def_t *r, chr_err_t *err)
+{
+    r->feed = -1;
+    r->entity = -1;
+    r->max_attempts = 10;
+    r->backoff_ms = 500;
+    r->max_backoff_ms = 60000;
+    if (!consumer_name_valid(name))
+        return bad(err, p, "the name must match ^[a-z][a-z0-9_]{0,47}$");
+    if (consumer_name_taken(def, name))
+        return bad(err, p, "\"%s\" is the name of another consumer (a webhook or the audit log)",
+                   name);
+    if (!json_is_object(spec)) return bad(err, p, "must be an object");
+    int rc = check_keys(spec, p, reaction_keys, "key", "", err);
+    if (rc || (rc = dup_str(name, &r->name, err))) return rc;
+    char cp[PATH_MAX_LEN];
+    const char *on = json_string_value(json_object_get(spec, "on"));
+    child(cp, p, "on");
+    if (!on || !event_type_valid(on)) return bad(err, cp, "must be an event type");
+    if ((rc = dup_str(on, &r->on, err))) return rc;
+    r->filter.types = calloc(1, sizeof *r->filter.types);
+    if (!r->filter.types) return oom(err);
+    r->filter.n_types = 1;
+    if ((rc = dup_str(on, &r->filter.types[0], err))) return rc;
+
+    const json_t *from = json_object_get(spec, "from");
+    if (from) {
+        child(cp, p, "from");
+        const char *fn = json_string_value(from);
+        for (size_t i = 0; fn && i < def->n_feeds; i++)
+            if (strcmp(def->feeds[i].name, fn) == 0) r->feed = (int)i;
+        if (r->feed < 0) return bad(err, cp, "must name one of the definition's feeds");
+    }
+
+    const char *run = json_string_value(json_object_get(spec, "run"));
+    child(cp, p, "run");
+    if (!run) return bad(err, cp, "must be \"entity.command\", e.g. \"tasks.create\"");
+    route_def_t tmp = {0};
+    rc = parse_action(def, run, cp, &tmp, err);
+    if (rc) {
+        free(tmp.action);
+        return rc;
+    }
+    r->entity = tmp.entity;
+    r->action = tmp.action;
+    static const char *const reads[] = {"list", "get", "history", NULL};
+    if (in_list(r->action, reads)) return bad(err, cp, "must be a command, not the read \"%s\"", r->action);
+
+    const json_t *with = json_object_get(spec, "with");
+    child(cp, p, "with");
+    if (with && !json_is_object(with)) return bad(err, cp, "must be an object of field -> value");
+    r->with = with ? json_deep_copy(with) : json_object();
+    if (!r->with) return oom(err);
+    const char *k;
+    json_t *v;
+    json_object_foreach(r->with, k, v)
+    {
+        const char *s = json_string_value(v);
+        if (s && !mapping_value_valid(s)) {
+            char mp[PATH_MAX_LEN];
+            child(mp, cp, k);
+            return bad(err, mp,
+                       "\"%s\" is not a path: use $.id, $.type, $.stream, $.key, $.data[.field...] "
+                       "or $.metadata[.field...] ($$ for a literal $)",
+                       s);
+        }
+    }
+    const entity_def_t *e = &def->entities[r->entity];
+    if (strcmp(r->action, "create") != 0 && !json_object_get(r->with, e->key)) {
+        return bad(err, cp, "must give the key \"%s\" of the %s to %s", e->key, e->name,
+                   r->action);
+    }
+    if ((rc = parse_opt_int(spec, p, "max_attempts", 1, 100, &r->max_attempts, err)) ||
+        (rc = parse_opt_int(spec, p, "backoff_ms", 1, 3600000, &r->backoff_ms, err)) ||
+        (rc = parse_opt_int(spec, p, "max_backoff_ms", 1, 86400000, &r->max_backoff_ms, err)))
+        return rc;
+    if (r->max_backoff_ms < r->backoff_ms) {
+        child(cp, p, "max_backoff_ms");
+        return bad(err, cp, "must be at least backoff_ms (%lld)", (long long)r->backoff_ms);
+    }
+    return CHR_OK;
+}
+
+static int parse_reactions(const json_t *v, definition_t *def, chr_err_t *err)
+{
+    if (!v) return CHR_OK;
+    if (!json_is_object(v)) return bad(err, "reactions", "must be an object of name -> reaction");
+    size_t n = json_object_size(v);
+    if (n == 0) return CHR_OK;
+    def->reactions = calloc(n, sizeof *def->reactions);
+    if (!def->reactions) return oom(err);
+    const char *key;
+    json_t *spec;
+    json_object_foreach((json_t *)v, key, spec)
+    {
+        char p[PATH_MAX_LEN];
+        child(p, "reactions", key);
+        def->n_reactions++; /* freed by definition_free even when half parsed */
+        int rc = parse_reaction(def, key, spec, p, &def->reactions[def->n_reactions - 1], err);
+        if (rc) return rc;
+    }
+    return CHR_OK;
+}
+
 int definition_load(const char *json_text, size_t len, definition_t **out, chr_err_t *err)
 {
     assert(out);
@@ -1943,6 +2123,8 @@ int definition_load(const char *json_text, size_t len, definition_t **out, chr_e
     if ((rc = parse_webhooks(json_object_get(root, "webhooks"), def, err))) goto done;
     if ((rc = parse_audit_log(json_object_get(root, "audit_log"), def, err))) goto done;
     if ((rc = parse_auth(json_object_get(root, "auth"), def, err))) goto done;
+    if ((rc = parse_feeds(json_object_get(root, "feeds"), def, err))) goto done;
+    if ((rc = parse_reactions(json_object_get(root, "reactions"), def, err))) goto done;
 done:
     json_decref(root);
     if (rc) {

@@ -177,6 +177,32 @@ typedef struct audit_log_def {
     sink_filter_t filter;
 } audit_log_def_t;
 
+/* Another chronicle instance's event feed (definition key `feeds`),
+ * followed over HTTP by reactions (docs/worker.md#feeds). */
+typedef struct feed_def {
+    char *name;         /* ^[a-z][a-z0-9_]{0,62}$ */
+    char *url;          /* the instance's base URL, or NULL when url_env gives it */
+    char *url_env;      /* environment variable holding it, or NULL */
+    char *secret_env;   /* environment variable holding its API secret (bearer), or NULL */
+    int64_t timeout_ms; /* per request */
+    int64_t poll_ms;    /* how often a caught-up reaction asks for more */
+} feed_def_t;
+
+/* A reaction (definition key `reactions`): on each event of a type, run a
+ * command of this app with a body mapped from the event (core/mapping.h). */
+typedef struct reaction_def {
+    char *name;            /* the consumer's name */
+    char *on;              /* the event type */
+    sink_filter_t filter;  /* types = {on} */
+    int feed;              /* index into definition_t.feeds; -1 = this instance's feed */
+    int entity;            /* the command's entity */
+    char *action;          /* create, update, upsert, delete or a command's name */
+    json_t *with;          /* owned object: the body template */
+    int64_t max_attempts;  /* for failures worth retrying (the store unavailable) */
+    int64_t backoff_ms;
+    int64_t max_backoff_ms;
+} reaction_def_t;
+
 #define AUDIT_LOG_CONSUMER "audit_log"
 #define CONSUMER_NAME_MAX 48
 
@@ -200,6 +226,10 @@ typedef struct definition {
     size_t n_webhooks;
     audit_log_def_t *audit_log; /* NULL when the definition has none */
     auth_def_t auth;
+    feed_def_t *feeds;
+    size_t n_feeds;
+    reaction_def_t *reactions;
+    size_t n_reactions;
 } definition_t;
 
 /* Parses and validates a definition from JSON text. On success *out is a

@@ -87,3 +87,19 @@ bool uuid_is_valid(const char *s)
     }
     return s[UUID_STR_LEN] == '\0';
 }
+
+void uuid_v8_from_hash(const unsigned char h_in[16], char out[UUID_STR_LEN + 1])
+{
+    unsigned char h[16];
+    memcpy(h, h_in, sizeof h);
+    h[6] = (unsigned char)((h[6] & 0x0f) | 0x80); /* version 8 */
+    h[8] = (unsigned char)((h[8] & 0x3f) | 0x80); /* variant 10 */
+    static const char hexd[] = "0123456789abcdef";
+    size_t o = 0;
+    for (size_t i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
+        out[o++] = hexd[h[i] >> 4];
+        out[o++] = hexd[h[i] & 15];
+    }
+    out[o] = '\0';
+}

@@ -19,6 +19,11 @@ void uuid_v7_generate(char out[UUID_STR_LEN + 1]);
 /* Same, with the millisecond timestamp given (for tests). */
 void uuid_v7_generate_at(char out[UUID_STR_LEN + 1], uint64_t unix_ms);
 
+/* A name-based UUIDv8 (RFC 9562 section 5.8) from the first 16 bytes of a
+ * hash h (e.g. SHA-256 of a name): version and variant bits are set, the
+ * rest is h. Deterministic: the same hash gives the same id. */
+void uuid_v8_from_hash(const unsigned char h[16], char out[UUID_STR_LEN + 1]);
+
 /* True when s is a canonical 8-4-4-4-12 hex UUID of any version. */
 bool uuid_is_valid(const char *s);
 

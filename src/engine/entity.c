@@ -243,6 +243,8 @@ struct engine_cmd {
     const json_t *body; /* borrowed */
     int64_t if_match;
     bool generated; /* the key was generated, not given */
+    char event_id[UUID_STR_LEN + 1]; /* "" = generate */
+    char *metadata;                  /* owned; NULL = none */
     char key[KEY_MAX];
     char stream[1200];  /* "<entity>-<key>", checked against EVENT_NAME_MAX */
     engine_result_t *r; /* borrowed */
@@ -497,12 +499,18 @@ static int attempt_run(engine_cmd_t *c)
     char *data = rc ? NULL : json_dumps(r->decision.event_data, JSON_COMPACT);
     char *meta = NULL;
     if (!rc && e->tenant_scoped) { /* the feed confines events by this tag */
-        json_t *m = json_pack("{s:s?}", "tenant_id", doc_str(c->next.data, "tenant_id"));
-        meta = m ? json_dumps(m, JSON_COMPACT) : NULL;
+        json_t *m = c->metadata ? json_loads(c->metadata, 0, NULL) : json_object();
+        const char *row_tenant = doc_str(c->next.data, "tenant_id");
+        if (m && (!row_tenant ||
+                  json_object_set_new(m, "tenant_id", json_string(row_tenant)) == 0))
+            meta = json_dumps(m, JSON_COMPACT);
         json_decref(m);
         if (!meta) rc = CHR_ENOMEM;
+    } else if (!rc && c->metadata && !(meta = strdup(c->metadata))) {
+        rc = CHR_ENOMEM;
     }
-    if (!rc && (!data || event_init(&c->ev, NULL, c->stream, r->decision.event_type, data, meta)))
+    if (!rc && (!data || event_init(&c->ev, c->event_id[0] ? c->event_id : NULL, c->stream,
+                                    r->decision.event_type, data, meta)))
         rc = CHR_ENOMEM;
     free(data);
     free(meta);
@@ -543,10 +551,10 @@ static int attempt_done(engine_cmd_t *c)
     return attempt_run(c);
 }
 
-int engine_command_start(engine_t *eng, const access_scope_t *scope, int entity, cmd_kind_t kind,
+static int command_start(engine_t *eng, const access_scope_t *scope, int entity, cmd_kind_t kind,
                          const command_def_t *custom, const char *key_in, const json_t *body,
-                         int64_t if_match, engine_result_t *r, engine_wake_fn wake, void *user,
-                         engine_cmd_t **out)
+                         int64_t if_match, const engine_cmd_opts_t *opts, engine_result_t *r,
+                         engine_wake_fn wake, void *user, engine_cmd_t **out)
 {
     memset(r, 0, sizeof *r);
     *out = NULL;
@@ -566,6 +574,17 @@ int engine_command_start(engine_t *eng, const access_scope_t *scope, int entity,
                         .r = r,
                         .wake = wake,
                         .user = user};
+    if (opts && opts->event_id) {
+        if (!uuid_is_valid(opts->event_id)) {
+            free(c);
+            return r->code = chr_fail(&r->err, CHR_EINVAL, "id", "the event id must be a UUID");
+        }
+        snprintf(c->event_id, sizeof c->event_id, "%s", opts->event_id);
+    }
+    if (opts && opts->metadata && !(c->metadata = strdup(opts->metadata))) {
+        free(c);
+        return r->code = chr_fail(&r->err, CHR_ENOMEM, "", "out of memory");
+    }
     if (scope->who) {
         c->who = *scope->who;
         c->scope.who = &c->who;
@@ -583,6 +602,7 @@ int engine_command_start(engine_t *eng, const access_scope_t *scope, int entity,
             if (!c->own_body ||
                 json_object_set_new(c->own_body, owner, json_string(c->who.sub)) != 0) {
                 json_decref(c->own_body);
+                free(c->metadata);
                 free(c);
                 return r->code = chr_fail(&r->err, CHR_ENOMEM, "", "out of memory");
             }
@@ -593,6 +613,7 @@ int engine_command_start(engine_t *eng, const access_scope_t *scope, int entity,
     engine_stream_name(e, c->key, c->stream, sizeof c->stream);
     if (strlen(c->stream) > EVENT_NAME_MAX) {
         json_decref(c->own_body);
+        free(c->metadata);
         free(c);
         return r->code =
                    chr_fail(&r->err, CHR_EINVAL, e->key,
@@ -605,6 +626,15 @@ int engine_command_start(engine_t *eng, const access_scope_t *scope, int entity,
     c->phase = PHASE_TURN;
     if (!turn_take(c)) return ENGINE_PENDING;
     return attempt_run(c);
+}
+
+int engine_command_start(engine_t *eng, const access_scope_t *scope, int entity, cmd_kind_t kind,
+                         const command_def_t *custom, const char *key_in, const json_t *body,
+                         int64_t if_match, engine_result_t *r, engine_wake_fn wake, void *user,
+                         engine_cmd_t **out)
+{
+    return command_start(eng, scope, entity, kind, custom, key_in, body, if_match, NULL, r, wake,
+                         user, out);
 }
 
 int engine_command_resume(engine_cmd_t *c)
@@ -646,6 +676,7 @@ void engine_command_free(engine_cmd_t *c)
     }
     attempt_clear(c);
     json_decref(c->own_body);
+    free(c->metadata);
     free(c);
 }
 
@@ -665,11 +696,18 @@ int engine_command(engine_t *eng, const access_scope_t *scope, int entity, cmd_k
                    const command_def_t *custom, const char *key_in, const json_t *body,
                    int64_t if_match, engine_result_t *r)
 {
+    return engine_command_opts(eng, scope, entity, kind, custom, key_in, body, if_match, NULL, r);
+}
+
+int engine_command_opts(engine_t *eng, const access_scope_t *scope, int entity, cmd_kind_t kind,
+                        const command_def_t *custom, const char *key_in, const json_t *body,
+                        int64_t if_match, const engine_cmd_opts_t *opts, engine_result_t *r)
+{
     sync_wait_t w;
     sem_init(&w.sem, 0, 0);
     engine_cmd_t *c;
-    int rc = engine_command_start(eng, scope, entity, kind, custom, key_in, body, if_match, r,
-                                  sync_wake, &w, &c);
+    int rc = command_start(eng, scope, entity, kind, custom, key_in, body, if_match, opts, r,
+                           sync_wake, &w, &c);
     while (rc == ENGINE_PENDING) {
         while (sem_wait(&w.sem) != 0) {
         } /* EINTR: keep waiting, the wake will come */

@@ -80,6 +80,20 @@ int engine_command(engine_t *eng, const access_scope_t *scope, int entity, cmd_k
                    const command_def_t *custom, const char *key, const json_t *body,
                    int64_t if_match, engine_result_t *r);
 
+/* Options of a command run on behalf of something else (a reaction). */
+typedef struct engine_cmd_opts {
+    const char *event_id; /* the new event's id (a UUID), or NULL for a new UUIDv7; an id
+                             already stored makes the store answer with the original
+                             event (idempotency) or a conflict (different content) */
+    const char *metadata; /* the new event's metadata (JSON object text), or NULL */
+} engine_cmd_opts_t;
+
+/* engine_command with opts (may be NULL: same as engine_command). */
+int engine_command_opts(engine_t *eng, const access_scope_t *scope, int entity, cmd_kind_t kind,
+                        const command_def_t *custom,
+                        const char *key, const json_t *body, int64_t if_match,
+                        const engine_cmd_opts_t *opts, engine_result_t *r);
+
 /* ---- commands without a thread waiting ----------------------------------
  *
  * The same pipeline as engine_command, for callers that must not block (the

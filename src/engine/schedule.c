@@ -125,16 +125,7 @@ static void tick_id(const char *app, const schedule_def_t *sd, const char *key, 
         crypto_hash_sha256_update(&st, (const unsigned char *)parts[i], lens[i]);
     unsigned char h[crypto_hash_sha256_BYTES];
     crypto_hash_sha256_final(&st, h);
-    h[6] = (unsigned char)((h[6] & 0x0f) | 0x80); /* version 8 */
-    h[8] = (unsigned char)((h[8] & 0x3f) | 0x80); /* variant 10 */
-    static const char hexd[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
-        out[o++] = hexd[h[i] >> 4];
-        out[o++] = hexd[h[i] & 15];
-    }
-    out[o] = '\0';
+    uuid_v8_from_hash(h, out);
 }
 
 /* The last tick fired on stream (-1: never), from the cache or the

@@ -74,11 +74,16 @@ static json_t *consumer_json(const worker_consumer_info_t *c, const consumer_sta
         json_object_set_new(filter, "entities",
                             str_array(c->filter->entities, c->filter->n_entities));
     int64_t lag = head > st->position ? head - st->position : 0;
-    return json_pack("{s:s,s:s,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:o}", "name", c->name, "kind",
-                     c->kind, "filter", filter ? filter : json_object(), "position",
-                     (json_int_t)st->position, "lag", (json_int_t)lag, "delivered",
-                     (json_int_t)st->delivered, "dead_letters", (json_int_t)st->dead_letters,
-                     "resets", (json_int_t)st->epoch, "head", (json_int_t)head, "last_error",
+    /* a reaction to another instance's feed: positions are that feed's, whose
+     * head this instance does not know */
+    bool remote = c->feed != NULL;
+    return json_pack("{s:s,s:s,s:o,s:o,s:I,s:o,s:I,s:I,s:I,s:o,s:o,s:o,s:o}", "name", c->name,
+                     "kind", c->kind, "filter", filter ? filter : json_object(), "feed",
+                     remote ? json_string(c->feed) : json_null(), "position",
+                     (json_int_t)st->position, "lag", remote ? json_null() : json_integer(lag),
+                     "delivered", (json_int_t)st->delivered, "dead_letters",
+                     (json_int_t)st->dead_letters, "resets", (json_int_t)st->epoch, "head",
+                     remote ? json_null() : json_integer(head), "last_error",
                      st->last_error[0] ? json_string(st->last_error) : json_null(),
                      "last_error_at", timestamp_or_null(st->last_error_at), "updated_at",
                      found ? timestamp_or_null(st->updated_at) : json_null());
@@ -141,7 +146,7 @@ void http_handle_consumer_reset(http_req_t *req)
         http_problem_err(req, &err, false, NULL);
         return;
     }
-    if (position > head) {
+    if (position > head && !c.feed) {
         http_problem_field(req, HTTP_P_VALIDATION, "position",
                            "position %lld is beyond the head of the feed (%lld)",
                            (long long)position, (long long)head);

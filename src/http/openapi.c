@@ -406,16 +406,18 @@ static void consumer_schemas(gen_t *g)
     json_t *s = g->schemas;
     json_t *when = json_pack("{s:[o,o]}", "anyOf", string_format("date-time"), typed("null", false));
     put(g, s, "Consumer",
-        json_pack("{s:s, s:s, s:{s:o, s:{s:s, s:[s,s]}, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
-                  "s:o, s:O, s:O}, s:[s,s,s,s,s]}",
+        json_pack("{s:s, s:s, s:{s:o, s:{s:s, s:[s,s,s]}, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
+                  "s:o, s:o, s:O, s:O}, s:[s,s,s,s,s]}",
                   "type", "object", "description",
                   "A durable consumer: position is its checkpoint (every event up to it is "
-                  "handled), lag the events after it up to head.",
+                  "handled), lag the events after it up to head. A reaction to another "
+                  "instance's feed names it in feed; its head and lag are null.",
                   "properties", "name", typed("string", false), "kind", "type", "string", "enum",
-                  "webhook", "audit_log", "filter", typed("object", false), "position",
-                  typed("integer", false), "lag", typed("integer", false), "delivered",
+                  "webhook", "audit_log", "reaction", "filter", typed("object", false), "feed",
+                  typed("string", true), "position", typed("integer", false), "lag",
+                  typed("integer", true), "delivered",
                   typed("integer", false), "dead_letters", typed("integer", false), "resets",
-                  typed("integer", false), "head", typed("integer", false), "last_error",
+                  typed("integer", false), "head", typed("integer", true), "last_error",
                   typed("string", true), "last_error_at", when, "updated_at", when, "required",
                   "name", "kind", "position", "lag", "last_error"));
     json_decref(when);
@@ -870,7 +872,8 @@ static void doc_consumers(gen_t *g, json_t *op)
     problems(g, op, (const int[]){503, 0});
 }
 
-static const char consumer_desc[] = "A consumer's name (webhooks[].name, or audit_log).";
+static const char consumer_desc[] =
+    "A consumer's name (webhooks[].name, audit_log, or a reaction's name).";
 
 static void doc_consumer_reset(gen_t *g, json_t *op)
 {

@@ -539,7 +539,8 @@ int http_serve_main(const config_t *cfg)
         fail_start("invalid configuration", &err);
         goto out;
     }
-    if (worker_start(cfg, ctx->store, app ? app->def : NULL, ctx->engine, &worker, &err)) {
+    if (worker_start(cfg, ctx->store, app ? app->def : NULL, app ? &app->eng : NULL, &worker,
+                     &err)) {
         fail_start("cannot start the consumers", &err);
         goto out;
     }

@@ -70,6 +70,7 @@ typedef struct consumer {
     int64_t pos, epoch, saved_pos;
     int64_t pending_delivered; /* delivered since the last save */
     int64_t last_check_us, last_save_us;
+    int read_failures; /* consecutive failed reads of the source (backoff) */
     bool logged_wait;
 
     /* the checkpoint save in flight (at most one), finished on the store's
@@ -291,17 +292,20 @@ static int attempt(consumer_t *c, const event_t *ev, int n, chr_err_t *err)
 
 enum { DELIVERED, DEAD, STOPPED };
 
-/* Delivers ev with retries; DEAD after max_attempts failures (err has the
- * last failure), STOPPED when the runtime stops first. */
-static int deliver(consumer_t *c, const event_t *ev, chr_err_t *err)
+/* Delivers ev with retries; DEAD after max_attempts failures or one that
+ * retrying cannot fix (err has the last failure, *attempts the count),
+ * STOPPED when the runtime stops first. */
+static int deliver(consumer_t *c, const event_t *ev, chr_err_t *err, int *attempts)
 {
     for (int n = 1;; n++) {
-        if (attempt(c, ev, n, err) == CHR_OK) return DELIVERED;
+        *attempts = n;
+        int rc = attempt(c, ev, n, err);
+        if (rc == CHR_OK) return DELIVERED;
         if (stopping(c)) return STOPPED;
         log_at(LOG_WARN, "delivery failed", LOG_S("consumer", c->name), LOG_S("event_id", ev->id),
                LOG_I("position", ev->position), LOG_I("attempt", n), LOG_S("error", err->msg));
         note_error(c, err->msg);
-        if (n >= c->max_attempts) return DEAD;
+        if (n >= c->max_attempts || rc == CONSUMER_GIVE_UP) return DEAD;
         double r = (double)randombytes_uniform(1000000) / 1e6;
         nap(c, consumer_backoff_ms(n, c->backoff_ms, c->max_backoff_ms, r));
         if (stopping(c)) return STOPPED;
@@ -321,7 +325,9 @@ static void run_retries(consumer_t *c)
     for (size_t i = 0; i < n && !stopping(c); i++) {
         event_t ev = {0};
         chr_err_clear(&err);
-        int rc = store_read_event(c->rt->store, rs[i].event_id, &ev, &err);
+        int rc = c->source.get ? c->source.get(c->source.user, rs[i].event_id, rs[i].position, &ev,
+                                               &err)
+                               : store_read_event(c->rt->store, rs[i].event_id, &ev, &err);
         if (rc == CHR_OK) {
             rc = attempt(c, &ev, (int)rs[i].attempts + 1, &err);
             if (rc == CHR_OK && c->effect.flush) rc = c->effect.flush(c->effect.user, &err);
@@ -352,13 +358,17 @@ static bool run_batch(consumer_t *c, event_list_t *batch, int64_t *target)
     int rc = c->source.read(c->source.user, c->pos, c->batch, c->filter, batch, &scanned, &err);
     if (rc) {
         log_at(LOG_WARN, "consumer cannot read its source", LOG_S("consumer", c->name),
-               LOG_S("error", err.msg));
+               LOG_S("error", err.msg), LOG_I("failures", c->read_failures + 1));
         note_error(c, err.msg);
         event_list_free(batch);
-        nap(c, 1000);
+        /* a source that is down (another instance's feed): back off, up to 10 s */
+        double r = (double)randombytes_uniform(1000000) / 1e6;
+        nap(c, consumer_backoff_ms(++c->read_failures, 250, 10000, r));
         *target = c->pos;
         return false;
     }
+    if (c->read_failures) log_at(LOG_INFO, "consumer reads its source again", LOG_S("consumer", c->name));
+    c->read_failures = 0;
     bool full = batch->len >= c->batch, all = true;
     for (size_t i = 0; i < batch->len && all; i++) {
         const event_t *ev = &batch->items[i];
@@ -370,7 +380,8 @@ static bool run_batch(consumer_t *c, event_list_t *batch, int64_t *target)
             c->pos = ev->position;
             continue;
         }
-        switch (deliver(c, ev, &err)) {
+        int attempts = 0;
+        switch (deliver(c, ev, &err, &attempts)) {
         case DELIVERED:
             c->pos = ev->position;
             c->pending_delivered++;
@@ -385,7 +396,7 @@ static bool run_batch(consumer_t *c, event_list_t *batch, int64_t *target)
             bool stale = false;
             chr_err_t e2;
             chr_err_clear(&e2);
-            if (consumer_store_dead_letter(c->rt->store, c->name, c->epoch, ev, c->max_attempts,
+            if (consumer_store_dead_letter(c->rt->store, c->name, c->epoch, ev, attempts,
                                            err.msg, &stale, &e2) != CHR_OK) {
                 log_at(LOG_WARN, "consumer cannot store a dead letter", LOG_S("consumer", c->name),
                        LOG_S("error", e2.msg));
@@ -394,7 +405,7 @@ static bool run_batch(consumer_t *c, event_list_t *batch, int64_t *target)
                 break;
             }
             log_at(LOG_WARN, "dead letter", LOG_S("consumer", c->name), LOG_S("event_id", ev->id),
-                   LOG_I("position", ev->position), LOG_I("attempts", c->max_attempts));
+                   LOG_I("position", ev->position), LOG_I("attempts", attempts));
             if (stale) {
                 c->have_state = false;
                 all = false;

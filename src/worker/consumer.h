@@ -41,10 +41,16 @@ typedef struct consumer_delivery {
     const atomic_bool *stop; /* becomes true when the runtime stops: give up promptly */
 } consumer_delivery_t;
 
+/* A deliver result (not a chr_status_t): the attempt failed in a way that
+ * retrying cannot fix (a command refused as invalid, a conflict, a missing
+ * entity). The event becomes a dead letter at once, with err's reason. */
+#define CONSUMER_GIVE_UP 2
+
 /* The effect of a consumer. Called on the consumer's thread only. */
 typedef struct consumer_effect {
-    /* Delivers ev (borrowed). CHR_OK when done; anything else (err filled)
-     * is a failed attempt. */
+    /* Delivers ev (borrowed). CHR_OK when done; CONSUMER_GIVE_UP (err
+     * filled) dead-letters it now; anything else (err filled) is a failed
+     * attempt, retried. */
     int (*deliver)(void *user, const event_t *ev, const consumer_delivery_t *d, chr_err_t *err);
     /* Makes what was delivered durable before the checkpoint moves past it
      * (e.g. fsync); NULL when deliver is durable by itself. */
@@ -63,6 +69,9 @@ typedef struct consumer_source {
     /* Waits up to timeout_ms for an event after `after`; CHR_OK when one may
      * be there. */
     int (*wait)(void *user, int64_t after, int timeout_ms);
+    /* Reads the event with id at position (a dead letter to retry); NULL =
+     * this store's store_read_event. */
+    int (*get)(void *user, const char *id, int64_t position, event_t *out, chr_err_t *err);
     void (*free)(void *user); /* may be NULL */
     void *user;
 } consumer_source_t;

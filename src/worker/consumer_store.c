@@ -296,6 +296,7 @@ static int retry_row(void *user, const store_val_t *v, size_t n)
     c->id = val_int(&v[0]);
     c->attempts = val_int(&v[1]);
     snprintf(c->event_id, sizeof c->event_id, "%s", v[2].type == SV_TEXT && v[2].s ? v[2].s : "");
+    c->position = n > 3 ? val_int(&v[3]) : 0;
     return 0;
 }
 
@@ -305,7 +306,7 @@ int consumer_store_retries(store_t *s, const char *name, consumer_retry_t *out, 
     retry_rows_t r = {out, max, 0};
     stmt_t st = {.n = 2, .p = {vs(name), vi((int64_t)max)}};
     sql(&st, s,
-        "SELECT id, attempts, event_id FROM %sconsumer_dead_letters "
+        "SELECT id, attempts, event_id, position FROM %sconsumer_dead_letters "
         "WHERE consumer = ? AND retry = 1 ORDER BY id LIMIT ?");
     int rc = store_query(s, st.sql, st.p, st.n, retry_row, &r, err);
     *n = r.n;

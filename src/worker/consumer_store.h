@@ -82,6 +82,7 @@ typedef struct consumer_retry {
     int64_t id;
     int64_t attempts;
     char event_id[40];
+    int64_t position; /* the event's position in the consumer's source */
 } consumer_retry_t;
 
 /* Up to max dead letters of name marked for retry, oldest first, into

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "util/log.h"
+#include "worker/curl_opts.h"
 #include "worker/event_body.h"
 
 typedef struct webhook {
@@ -82,24 +83,14 @@ static int webhook_deliver(void *user, const event_t *ev, const consumer_deliver
         goto out;
     }
     CURL *c = w->curl;
-    curl_easy_setopt(c, CURLOPT_URL, w->url);
+    worker_curl_common(c, w->url, h, w->timeout_ms);
     curl_easy_setopt(c, CURLOPT_POST, 1L);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, w->timeout_ms);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, w->timeout_ms);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, (void *)d->stop);
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
     CURLcode cc = curl_easy_perform(c);
     if (cc != CURLE_OK) {
         rc = chr_fail(err, CHR_EUNAVAILABLE, "", "POST %s: %s", w->url, curl_easy_strerror(cc));

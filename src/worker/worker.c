@@ -10,6 +10,8 @@
 #include "worker/audit_log.h"
 #include "worker/consumer.h"
 #include "worker/consumer_store.h"
+#include "worker/feed_source.h"
+#include "worker/reaction.h"
 #include "worker/webhook.h"
 
 struct worker {
@@ -36,12 +38,18 @@ size_t worker_consumers(const definition_t *def, worker_consumer_info_t *out, si
     for (size_t i = 0; i < def->n_webhooks; i++, n++)
         if (n < max)
             out[n] = (worker_consumer_info_t){def->webhooks[i].name, "webhook",
-                                              &def->webhooks[i].filter};
+                                              &def->webhooks[i].filter, NULL};
     if (def->audit_log) {
         if (n < max)
             out[n] = (worker_consumer_info_t){AUDIT_LOG_CONSUMER, "audit_log",
-                                              &def->audit_log->filter};
+                                              &def->audit_log->filter, NULL};
         n++;
+    }
+    for (size_t i = 0; i < def->n_reactions; i++, n++) {
+        const reaction_def_t *r = &def->reactions[i];
+        if (n < max)
+            out[n] = (worker_consumer_info_t){r->name, "reaction", &r->filter,
+                                              r->feed >= 0 ? def->feeds[r->feed].name : NULL};
     }
     return n;
 }
@@ -61,6 +69,16 @@ static const char *env(const char *name)
 {
     const char *v = name ? getenv(name) : NULL;
     return v && *v ? v : NULL;
+}
+
+static int curl_init(worker_t *w, chr_err_t *err)
+{
+    if (!w->curl) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+            return chr_fail(err, CHR_ENOMEM, "", "libcurl failed to initialise");
+        w->curl = true;
+    }
+    return CHR_OK;
 }
 
 static int add_webhook(worker_t *w, store_t *s, const webhook_def_t *def, const engine_t *eng,
@@ -86,11 +104,8 @@ static int add_webhook(worker_t *w, store_t *s, const webhook_def_t *def, const 
         disable(s, def->name, why);
         return CHR_OK;
     }
-    if (!w->curl) {
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-            return chr_fail(err, CHR_ENOMEM, "", "libcurl failed to initialise");
-        w->curl = true;
-    }
+    int rc = curl_init(w, err);
+    if (rc) return rc;
     consumer_spec_t spec = {
         .name = def->name,
         .kind = "webhook",
@@ -99,8 +114,46 @@ static int add_webhook(worker_t *w, store_t *s, const webhook_def_t *def, const 
         .backoff_ms = def->backoff_ms,
         .max_backoff_ms = def->max_backoff_ms,
     };
-    int rc = webhook_effect_new(def, url, secret, eng, &spec.effect, err);
+    rc = webhook_effect_new(def, url, secret, eng, &spec.effect, err);
     return rc ? rc : consumer_runtime_add(w->rt, &spec, err);
+}
+
+static int add_reaction(worker_t *w, store_t *s, const definition_t *d, const reaction_def_t *def,
+                        engine_t *eng, chr_err_t *err)
+{
+    consumer_spec_t spec = {
+        .name = def->name,
+        .kind = "reaction",
+        .filter = &def->filter,
+        .max_attempts = (int)def->max_attempts,
+        .backoff_ms = def->backoff_ms,
+        .max_backoff_ms = def->max_backoff_ms,
+    };
+    if (def->feed >= 0) {
+        const feed_def_t *f = &d->feeds[def->feed];
+        const char *url = f->url ? f->url : env(f->url_env);
+        const char *secret = f->secret_env ? env(f->secret_env) : NULL;
+        char why[256];
+        if (!url || (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)) {
+            snprintf(why, sizeof why,
+                     "environment variable %s (the URL of feed %s) is not set to an http:// or "
+                     "https:// URL", f->url_env, f->name);
+            disable(s, def->name, why);
+            return CHR_OK;
+        }
+        if (f->secret_env && !secret) /* fine for an instance without API_SECRET */
+            log_at(LOG_INFO, "feed followed without a secret", LOG_S("consumer", def->name),
+                   LOG_S("feed", f->name), LOG_S("unset", f->secret_env));
+        int rc = curl_init(w, err);
+        if (!rc) rc = feed_source_new(f, url, secret, &spec.source, err);
+        if (rc) return rc;
+    }
+    int rc = reaction_effect_new(def, eng, &spec.effect, err);
+    if (rc) {
+        if (spec.source.free) spec.source.free(spec.source.user);
+        return rc;
+    }
+    return consumer_runtime_add(w->rt, &spec, err);
 }
 
 static int add_audit_log(worker_t *w, const audit_log_def_t *def, const engine_t *eng,
@@ -121,17 +174,21 @@ static int add_audit_log(worker_t *w, const audit_log_def_t *def, const engine_t
     return rc ? rc : consumer_runtime_add(w->rt, &spec, err);
 }
 
-int worker_start(const config_t *cfg, store_t *s, const definition_t *def, const engine_t *eng,
+int worker_start(const config_t *cfg, store_t *s, const definition_t *def, engine_t *eng,
                  worker_t **out, chr_err_t *err)
 {
     *out = NULL;
-    if (!config_runs_worker(cfg) || !def || (!def->n_webhooks && !def->audit_log)) return CHR_OK;
+    if (!config_runs_worker(cfg) || !def ||
+        (!def->n_webhooks && !def->audit_log && !(eng && def->n_reactions)))
+        return CHR_OK;
     worker_t *w = calloc(1, sizeof *w);
     if (!w) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
     int rc = consumer_runtime_new(s, &w->rt, err);
     for (size_t i = 0; rc == CHR_OK && i < def->n_webhooks; i++)
         rc = add_webhook(w, s, &def->webhooks[i], eng, err);
     if (rc == CHR_OK && def->audit_log) rc = add_audit_log(w, def->audit_log, eng, err);
+    for (size_t i = 0; rc == CHR_OK && eng && i < def->n_reactions; i++)
+        rc = add_reaction(w, s, def, &def->reactions[i], eng, err);
     if (rc == CHR_OK) rc = consumer_runtime_start(w->rt, err);
     if (rc) {
         worker_stop(w);
