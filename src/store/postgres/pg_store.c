@@ -682,6 +682,12 @@ typedef struct batch {
      * statement, in the same round trip. */
     const char *pending[8];
     size_t n_pending;
+    /* The running unit's event INSERT, not sent yet: it travels with the
+     * unit's next statement, in the same round trip (see defer_insert). */
+    bool deferred;
+    store_val_t dparams[8];
+    event_t *dev;
+    bool dgenerated;
 } batch_t;
 
 /* A statement an apply callback ran, kept to run again should a later
@@ -701,6 +707,9 @@ typedef struct unit {
     bool savepoint;
     bool aborted;    /* a statement failed; the transaction needs ROLLBACK TO */
     bool log_failed; /* a statement could not be logged: no recovery */
+    bool defer;      /* its one event's INSERT may wait for its next statement */
+    bool no_guess;   /* read stream versions, do not assume new streams are new */
+    bool dup;        /* the deferred INSERT met a unique constraint */
     logged_t *log, **log_tail;
 } unit_t;
 
@@ -732,9 +741,35 @@ static int w_exec(batch_t *b, unit_t *u, const char *sql, const store_val_t *p, 
     chr_err_t local;
     if (!err) err = &local;
     bool pre_failed = false;
-    int rc =
-        pg_conn_exec_after(&b->s->w, b->pending, b->n_pending, sql, p, n, out, &pre_failed, err);
-    b->n_pending = 0;
+    int rc;
+    if (b->deferred) {
+        /* pending, the deferred INSERT, then sql: one round trip */
+        PGresult *ins = NULL;
+        pg_stmt_t st[2] = {{.sql = SQL_INSERT, .params = b->dparams, .n = 8, .out = &ins},
+                           {.sql = sql, .params = p, .n = n, .out = out}};
+        int failed;
+        b->deferred = false;
+        rc = pg_conn_pipeline(&b->s->w, b->pending, b->n_pending, st, 2, &failed, err);
+        pre_failed = failed >= 0 && (size_t)failed < b->n_pending;
+        b->n_pending = 0;
+        if (rc == CHR_OK && strcmp(PQcmdTuples(ins), "1") != 0) {
+            /* Nothing inserted: the unit is to be undone (its savepoint) and
+             * looked at again as a duplicate (run_unit). */
+            if (out) {
+                PQclear(*out);
+                *out = NULL;
+            }
+            if (b->dgenerated) b->dev->id[0] = '\0';
+            if (u) u->dup = true;
+            rc = chr_fail(err, CHR_ECONFLICT, "", "postgres: the event is stored already");
+        }
+        PQclear(ins);
+        if (rc == CHR_OK || (u && u->dup)) return rc;
+    } else {
+        rc = pg_conn_exec_after(&b->s->w, b->pending, b->n_pending, sql, p, n, out, &pre_failed,
+                                err);
+        b->n_pending = 0;
+    }
     if (rc == CHR_OK) return rc;
     if (rc == CHR_EUNAVAILABLE || b->s->w.broken || pre_failed) {
         batch_fatal(b, err);
@@ -785,10 +820,20 @@ static int w_simple(batch_t *b, const char *sql, chr_err_t *err)
 /* The stream's version as of now in this transaction: from the cache
  * (valid while the head lock is held and no other instance committed since
  * this process last did) or the table. */
-static int writer_version(batch_t *b, unit_t *u, const char *stream, int64_t *v, chr_err_t *err)
+static int writer_version(batch_t *b, unit_t *u, const char *stream, bool guess, int64_t *v,
+                          chr_err_t *err)
 {
     pg_store_t *s = b->s;
     if (strmap_get(&s->versions, stream, v)) return CHR_OK;
+    if (guess) {
+        /* An append that expects a new stream assumes it: the INSERT of
+         * version 1 then either succeeds (it was new) or meets UNIQUE
+         * (aggregate_id, version), and run_unit decides again with the
+         * version read. Saves a round trip per new stream (every entity
+         * created with a generated key). */
+        *v = 0;
+        return CHR_OK;
+    }
     store_val_t p = {.type = SV_TEXT, .s = stream};
     PGresult *r;
     int rc = w_exec(b, u, SQL_VERSION, &p, 1, &r, err);
@@ -875,20 +920,25 @@ static int find_replay(batch_t *b, unit_t *u, store_append_t *ap, chr_err_t *err
 
 /* Inserts one event whose fields are all set. *dup: nothing was inserted
  * because a unique constraint already holds the row. */
+/* SQL_INSERT's parameters for ev (borrowed from it and stream). */
+static void insert_params(store_val_t p[8], const char *stream, const event_t *ev)
+{
+    p[0] = (store_val_t){.type = SV_TEXT, .s = ev->id};
+    p[1] = (store_val_t){.type = SV_TEXT, .s = ev->type};
+    p[2] = (store_val_t){.type = SV_TEXT, .s = stream};
+    p[3] = (store_val_t){.type = SV_TEXT, .s = ev->data};
+    p[4] = (store_val_t){.type = SV_INT, .i = ev->timestamp};
+    p[5] = ev->metadata ? (store_val_t){.type = SV_TEXT, .s = ev->metadata}
+                        : (store_val_t){.type = SV_NULL};
+    p[6] = (store_val_t){.type = SV_INT, .i = ev->version};
+    p[7] = (store_val_t){.type = SV_INT, .i = ev->position};
+}
+
 static int insert_event(batch_t *b, unit_t *u, const char *stream, const event_t *ev, bool *dup,
                         chr_err_t *err)
 {
-    store_val_t p[8] = {
-        {.type = SV_TEXT, .s = ev->id},
-        {.type = SV_TEXT, .s = ev->type},
-        {.type = SV_TEXT, .s = stream},
-        {.type = SV_TEXT, .s = ev->data},
-        {.type = SV_INT, .i = ev->timestamp},
-        ev->metadata ? (store_val_t){.type = SV_TEXT, .s = ev->metadata}
-                     : (store_val_t){.type = SV_NULL},
-        {.type = SV_INT, .i = ev->version},
-        {.type = SV_INT, .i = ev->position},
-    };
+    store_val_t p[8];
+    insert_params(p, stream, ev);
     PGresult *r;
     int rc = w_exec(b, u, SQL_INSERT, p, 8, &r, err);
     if (rc) return rc;
@@ -900,6 +950,7 @@ static int insert_event(batch_t *b, unit_t *u, const char *stream, const event_t
 typedef struct undo {
     const char *stream;
     int64_t version;
+    bool guessed; /* the version was assumed, not known: forget it on undo */
 } undo_t;
 
 /* Applies one append in the open transaction. Records the old cached
@@ -908,10 +959,13 @@ static int apply_append(batch_t *b, unit_t *u, store_append_t *ap, int64_t now, 
                         chr_err_t *err)
 {
     int64_t cur;
-    int rc = writer_version(b, u, ap->stream, &cur, err);
+    bool known = strmap_get(&b->s->versions, ap->stream, &cur);
+    int rc = writer_version(b, u, ap->stream, ap->expected_version == STORE_NO_STREAM && !u->no_guess,
+                            &cur, err);
     if (rc) return rc;
     undo->stream = ap->stream;
     undo->version = cur;
+    undo->guessed = !known && ap->expected_version == STORE_NO_STREAM && !u->no_guess;
     ap->idempotent = false;
 
     if (!expected_ok(ap->expected_version, cur)) {
@@ -935,6 +989,13 @@ static int apply_append(batch_t *b, unit_t *u, store_append_t *ap, int64_t now, 
         if (ev->timestamp == 0) ev->timestamp = now;
         ev->version = cur + 1 + (int64_t)i;
         ev->position = ++b->pos;
+        if (u->defer) { /* see defer_insert */
+            insert_params(b->dparams, ap->stream, ev);
+            b->dev = ev;
+            b->dgenerated = generated;
+            b->deferred = true;
+            continue;
+        }
         bool dup = false;
         rc = insert_event(b, u, ap->stream, ev, &dup, err);
         if (!rc && !dup) continue;
@@ -950,7 +1011,9 @@ static void undo_cache(pg_store_t *s, undo_t *undo, size_t n)
 {
     for (size_t i = n; i-- > 0;) {
         if (!undo[i].stream) continue;
-        if (strmap_put(&s->versions, undo[i].stream, undo[i].version) != 0)
+        if (undo[i].guessed)
+            strmap_del(&s->versions, undo[i].stream);
+        else if (strmap_put(&s->versions, undo[i].stream, undo[i].version) != 0)
             strmap_clear(&s->versions);
         undo[i].stream = NULL;
     }
@@ -1019,6 +1082,7 @@ static int unit_recover(unit_t *u, chr_err_t *err)
     batch_t *b = u->b;
     if (u->log_failed)
         return chr_fail(err, CHR_ENOMEM, "", "out of memory keeping the unit's statements");
+    b->deferred = false; /* sent already (a statement failed after it); redone below */
     int rc = w_simple(b, "ROLLBACK TO SAVEPOINT unit", err);
     for (size_t a = 0; !rc && a < u->uow->n_appends; a++) {
         store_append_t *ap = &u->uow->appends[a];
@@ -1069,6 +1133,21 @@ static int pg_tx_query(store_tx_t *base, const char *sql, const store_val_t *par
     return rc;
 }
 
+/* Sends the unit's deferred INSERT on its own: the callback ran no
+ * statement to carry it. PG_DUPLICATE when nothing was inserted. */
+static int flush_deferred(batch_t *b, unit_t *u, chr_err_t *err)
+{
+    b->deferred = false;
+    PGresult *r;
+    int rc = w_exec(b, u, SQL_INSERT, b->dparams, 8, &r, err);
+    if (rc) return rc;
+    bool dup = strcmp(PQcmdTuples(r), "1") != 0;
+    PQclear(r);
+    if (!dup) return CHR_OK;
+    if (b->dgenerated) b->dev->id[0] = '\0';
+    return PG_DUPLICATE;
+}
+
 /* Opens the unit's savepoint (releasing the previous unit's): queued, to be
  * sent with the unit's first statement. */
 static void savepoint_begin(batch_t *b)
@@ -1110,7 +1189,14 @@ static int run_unit(batch_t *b, store_uow_t *uow, int64_t now, chr_err_t *err)
         memset(undo, 0, n_undo * sizeof *undo);
         b->pos = pos0;
         if (savepoint) savepoint_begin(b);
-        unit_t u = {.b = b, .uow = uow, .savepoint = savepoint};
+        /* A one-event unit with projection work (an entity command) defers
+         * its INSERT to go with the callback's first statement: it has a
+         * savepoint, so a duplicate found then undoes the unit alone. */
+        unit_t u = {.b = b,
+                    .uow = uow,
+                    .savepoint = savepoint,
+                    .defer = savepoint && uow->apply && n_events == 1 && uow->n_appends == 1,
+                    .no_guess = attempt > 0};
         u.log_tail = &u.log;
         size_t a = 0;
         for (; a < uow->n_appends && rc == CHR_OK; a++)
@@ -1121,8 +1207,11 @@ static int run_unit(batch_t *b, store_uow_t *uow, int64_t now, chr_err_t *err)
             if (rc && err && err->code == CHR_OK) chr_fail(err, rc, "", "projection update failed");
             if (rc == CHR_OK && u.aborted) rc = unit_recover(&u, err);
         }
+        if (rc == CHR_OK && b->deferred) rc = flush_deferred(b, &u, err);
+        if (u.dup) rc = PG_DUPLICATE;
         log_free(&u);
         if (rc) {
+            b->deferred = false; /* never sent: nothing to undo */
             undo_cache(s, undo, a);
             b->pos = pos0;
             if (savepoint) savepoint_rollback(b);
@@ -1134,11 +1223,18 @@ static int run_unit(batch_t *b, store_uow_t *uow, int64_t now, chr_err_t *err)
         }
         if (rc != PG_DUPLICATE) break;
         /* Nothing of the unit is written now: is it a retry of stored events? */
+        if (err) chr_err_clear(err);
         rc = replay_unit(b, NULL, uow, err);
         if (rc != CHR_ENOTFOUND) break;
-        /* A (stream, version) was taken behind our back: forget the cache
-         * and decide again once. */
+        /* A (stream, version) was taken behind our back, or a stream
+         * assumed new was not: forget the cache and decide again once, with
+         * every version read. */
         strmap_clear(&s->versions);
+        if (attempt == 0) {
+            rc = CHR_OK;
+            if (err) chr_err_clear(err);
+            continue;
+        }
         rc = chr_fail(err, CHR_ECONFLICT, "expected_version",
                       "a concurrent writer appended to the stream; retry");
     }
