@@ -688,6 +688,16 @@ typedef struct batch {
     store_val_t dparams[8];
     event_t *dev;
     bool dgenerated;
+    /* A unit's last projection statement, not sent yet (see defer_exec): it
+     * travels with the next statement, whichever unit sends it. */
+    struct logged *tail;
+    uint64_t tail_unit;  /* the seq of the unit it belongs to */
+    job_t *tail_job;     /* that unit's job, once the unit finished */
+    int64_t tail_pos0;   /* the last position before that unit */
+    bool restart;        /* an earlier unit's tail failed: the running unit runs again */
+    int64_t restart_pos; /* from this position */
+    uint64_t seq;        /* units run so far */
+    job_t *cur_job;
 } batch_t;
 
 /* A statement an apply callback ran, kept to run again should a later
@@ -710,6 +720,7 @@ typedef struct unit {
     bool defer;      /* its one event's INSERT may wait for its next statement */
     bool no_guess;   /* read stream versions, do not assume new streams are new */
     bool dup;        /* the deferred INSERT met a unique constraint */
+    uint64_t seq;    /* b->seq when it started */
     logged_t *log, **log_tail;
 } unit_t;
 
@@ -731,6 +742,13 @@ static void batch_fatal(batch_t *b, const chr_err_t *err)
 /* A statement on the writer's transaction. A lost connection loses the
  * batch; so does any failure outside a savepoint (the transaction is
  * aborted then). */
+static void tail_failed(batch_t *b, const chr_err_t *terr);
+
+/* A statement on the writer's transaction. A lost connection loses the
+ * batch; so does any failure outside a savepoint (the transaction is
+ * aborted then). What waits to be sent goes first, all in one round trip:
+ * the tail of an earlier unit, the pending savepoint statements, the
+ * running unit's deferred INSERT, its own tail, then sql. */
 static int w_exec(batch_t *b, unit_t *u, const char *sql, const store_val_t *p, size_t n,
                   PGresult **out, chr_err_t *err)
 {
@@ -740,39 +758,60 @@ static int w_exec(batch_t *b, unit_t *u, const char *sql, const store_val_t *p, 
     }
     chr_err_t local;
     if (!err) err = &local;
-    bool pre_failed = false;
-    int rc;
-    if (b->deferred) {
-        /* pending, the deferred INSERT, then sql: one round trip */
-        PGresult *ins = NULL;
-        pg_stmt_t st[2] = {{.sql = SQL_INSERT, .params = b->dparams, .n = 8, .out = &ins},
-                           {.sql = sql, .params = p, .n = n, .out = out}};
-        int failed;
-        b->deferred = false;
-        rc = pg_conn_pipeline(&b->s->w, b->pending, b->n_pending, st, 2, &failed, err);
-        pre_failed = failed >= 0 && (size_t)failed < b->n_pending;
-        b->n_pending = 0;
-        if (rc == CHR_OK && strcmp(PQcmdTuples(ins), "1") != 0) {
-            /* Nothing inserted: the unit is to be undone (its savepoint) and
-             * looked at again as a duplicate (run_unit). */
-            if (out) {
-                PQclear(*out);
-                *out = NULL;
-            }
-            if (b->dgenerated) b->dev->id[0] = '\0';
-            if (u) u->dup = true;
-            rc = chr_fail(err, CHR_ECONFLICT, "", "postgres: the event is stored already");
-        }
-        PQclear(ins);
-        if (rc == CHR_OK || (u && u->dup)) return rc;
-    } else {
-        rc = pg_conn_exec_after(&b->s->w, b->pending, b->n_pending, sql, p, n, out, &pre_failed,
-                                err);
-        b->n_pending = 0;
+    if (b->restart)
+        return chr_fail(err, CHR_ESTORE, "", "postgres: the unit runs again (an earlier one failed)");
+    struct logged *tail = b->tail;
+    bool own_tail = tail && u && b->tail_unit == u->seq;
+    pg_stmt_t st[sizeof b->pending / sizeof b->pending[0] + 3];
+    size_t k = 0;
+    int i_tail = -1;
+    PGresult *ins = NULL;
+    if (tail && !own_tail) {
+        i_tail = (int)k;
+        st[k++] = (pg_stmt_t){.sql = tail->sql, .params = tail->params, .n = tail->n};
     }
-    if (rc == CHR_OK) return rc;
+    size_t p0 = k;
+    for (size_t i = 0; i < b->n_pending; i++)
+        st[k++] = (pg_stmt_t){.sql = b->pending[i]};
+    size_t p1 = k;
+    bool deferred = b->deferred;
+    if (deferred)
+        st[k++] = (pg_stmt_t){.sql = SQL_INSERT, .params = b->dparams, .n = 8, .out = &ins};
+    if (own_tail) {
+        i_tail = (int)k;
+        st[k++] = (pg_stmt_t){.sql = tail->sql, .params = tail->params, .n = tail->n};
+    }
+    st[k++] = (pg_stmt_t){.sql = sql, .params = p, .n = n, .out = out};
+    b->tail = NULL;
+    b->deferred = false;
+    b->n_pending = 0;
+    int failed = -1, rc;
+    if (k == 1)
+        rc = pg_conn_exec(&b->s->w, sql, p, n, out, err);
+    else
+        rc = pg_conn_pipeline(&b->s->w, NULL, 0, st, k, &failed, err);
+    free(tail);
+    bool pre_failed = failed >= 0 && (size_t)failed >= p0 && (size_t)failed < p1;
+    if (rc == CHR_OK && deferred && strcmp(PQcmdTuples(ins), "1") != 0) {
+        /* Nothing inserted: the unit is to be undone (its savepoint) and
+         * looked at again as a duplicate (run_unit). */
+        if (out) {
+            PQclear(*out);
+            *out = NULL;
+        }
+        if (b->dgenerated) b->dev->id[0] = '\0';
+        if (u) u->dup = true;
+        rc = chr_fail(err, CHR_ECONFLICT, "", "postgres: the event is stored already");
+    }
+    PQclear(ins);
+    if (rc == CHR_OK || (u && u->dup)) return rc;
     if (rc == CHR_EUNAVAILABLE || b->s->w.broken || pre_failed) {
         batch_fatal(b, err);
+    } else if (failed >= 0 && failed == i_tail && !own_tail) {
+        /* An earlier unit's statement failed: that unit fails, this one
+         * runs again (its statements came back aborted). */
+        tail_failed(b, err);
+        rc = chr_fail(err, CHR_ESTORE, "", "postgres: the unit runs again (an earlier one failed)");
     } else if (PQtransactionStatus(b->s->w.pg) == PQTRANS_INERROR) {
         if (u && u->savepoint)
             u->aborted = true;
@@ -796,6 +835,8 @@ static bool with_pending(batch_t *b, const char *sql, char *buf, size_t size)
     return w >= 0 && (size_t)w < size - o;
 }
 
+static void flush_tail(batch_t *b);
+
 /* Parameterless control statements (savepoints, commit), after whatever
  * is pending; failing loses the batch. */
 static int w_simple(batch_t *b, const char *sql, chr_err_t *err)
@@ -806,6 +847,11 @@ static int w_simple(batch_t *b, const char *sql, chr_err_t *err)
     }
     chr_err_t local;
     if (!err) err = &local;
+    if (b->tail) flush_tail(b);
+    if (b->fatal) {
+        *err = b->ferr;
+        return b->ferr.code;
+    }
     char buf[512];
     int rc;
     if (!with_pending(b, sql, buf, sizeof buf))
@@ -1041,16 +1087,15 @@ static void log_free(unit_t *u)
 }
 
 /* Keeps a copy of a statement the apply callback ran successfully. */
-static void log_stmt(unit_t *u, const char *sql, const store_val_t *params, size_t n)
+/* A copy of a statement and its parameters in one allocation; NULL when out
+ * of memory. */
+static logged_t *stmt_copy(const char *sql, const store_val_t *params, size_t n)
 {
     size_t size = sizeof(logged_t) + n * sizeof(store_val_t) + strlen(sql) + 1;
     for (size_t i = 0; i < n; i++)
         if (params[i].type == SV_TEXT && params[i].s) size += strlen(params[i].s) + 1;
     logged_t *l = malloc(size);
-    if (!l) {
-        u->log_failed = true;
-        return;
-    }
+    if (!l) return NULL;
     l->next = NULL;
     l->n = n;
     l->params = (store_val_t *)(l + 1);
@@ -1068,8 +1113,56 @@ static void log_stmt(unit_t *u, const char *sql, const store_val_t *params, size
             text += len;
         }
     }
+    return l;
+}
+
+static void log_stmt(unit_t *u, const char *sql, const store_val_t *params, size_t n)
+{
+    logged_t *l = stmt_copy(sql, params, n);
+    if (!l) {
+        u->log_failed = true;
+        return;
+    }
     *u->log_tail = l;
     u->log_tail = &l->next;
+}
+
+/* An earlier unit's tail failed (the transaction is aborted): back to that
+ * unit's savepoint, which still exists (the RELEASE after the tail came back
+ * aborted), fail that unit alone, and have the running unit, if any, run
+ * again from that unit's first position. */
+static void tail_failed(batch_t *b, const chr_err_t *terr)
+{
+    job_t *j = b->tail_job;
+    if (j) {
+        j->rc = terr->code;
+        if (j->err) *j->err = *terr;
+    }
+    /* Units after it may have cached versions that counted on it. */
+    strmap_clear(&b->s->versions);
+    chr_err_t e;
+    if (pg_conn_simple(&b->s->w, "ROLLBACK TO SAVEPOINT unit", NULL, &e) != CHR_OK) {
+        batch_fatal(b, &e);
+        return;
+    }
+    b->pos = b->tail_pos0;
+    b->restart = true;
+    b->restart_pos = b->tail_pos0;
+}
+
+/* Sends the tail on its own (before a control statement or the commit). */
+static void flush_tail(batch_t *b)
+{
+    logged_t *t = b->tail;
+    b->tail = NULL;
+    chr_err_t e;
+    int rc = pg_conn_exec(&b->s->w, t->sql, t->params, t->n, NULL, &e);
+    free(t);
+    if (rc == CHR_OK) return;
+    if (rc == CHR_EUNAVAILABLE || b->s->w.broken)
+        batch_fatal(b, &e);
+    else
+        tail_failed(b, &e);
 }
 
 /* A statement of the apply callback failed (the transaction is aborted) and
@@ -1107,6 +1200,18 @@ static int pg_tx_exec(store_tx_t *base, const char *sql, const store_val_t *para
     if (u->aborted) {
         int rc = unit_recover(u, err);
         if (rc) return rc;
+    }
+    if (u->defer && !changes && !u->b->fatal && !u->b->restart) {
+        /* defer_exec: the statement waits to travel with the next one sent
+         * (the unit's next, the next unit's first, or the commit's); its
+         * failure then fails this unit alone (see tail_failed). */
+        logged_t *t = u->b->tail ? NULL : stmt_copy(sql, params, n); /* one at a time */
+        if (t) {
+            u->b->tail = t;
+            u->b->tail_unit = u->seq;
+            log_stmt(u, sql, params, n);
+            return CHR_OK;
+        }
     }
     PGresult *r;
     int rc = w_exec(u->b, u, sql, params, n, &r, err);
@@ -1182,7 +1287,7 @@ static int run_unit(batch_t *b, store_uow_t *uow, int64_t now, chr_err_t *err)
     undo_t undo_local[8];
     undo_t *undo = n_undo <= 8 ? undo_local : malloc(n_undo * sizeof *undo);
     if (!undo) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
-    const int64_t pos0 = b->pos;
+    int64_t pos0 = b->pos;
 
     int rc = CHR_OK;
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -1196,7 +1301,8 @@ static int run_unit(batch_t *b, store_uow_t *uow, int64_t now, chr_err_t *err)
                     .uow = uow,
                     .savepoint = savepoint,
                     .defer = savepoint && uow->apply && n_events == 1 && uow->n_appends == 1,
-                    .no_guess = attempt > 0};
+                    .no_guess = attempt > 0,
+                    .seq = ++b->seq};
         u.log_tail = &u.log;
         size_t a = 0;
         for (; a < uow->n_appends && rc == CHR_OK; a++)
@@ -1209,10 +1315,19 @@ static int run_unit(batch_t *b, store_uow_t *uow, int64_t now, chr_err_t *err)
         }
         if (rc == CHR_OK && b->deferred) rc = flush_deferred(b, &u, err);
         if (u.dup) rc = PG_DUPLICATE;
+        if (b->restart && rc == CHR_OK) rc = CHR_ESTORE; /* whatever the callback made of it */
         log_free(&u);
         if (rc) {
             b->deferred = false; /* never sent: nothing to undo */
+            if (b->tail && b->tail_unit == u.seq) { /* not sent: goes with the unit */
+                free(b->tail);
+                b->tail = NULL;
+            }
             undo_cache(s, undo, a);
+            if (b->restart) { /* see tail_failed */
+                strmap_clear(&s->versions);
+                pos0 = b->restart_pos;
+            }
             b->pos = pos0;
             if (savepoint) savepoint_rollback(b);
         }
@@ -1220,6 +1335,21 @@ static int run_unit(batch_t *b, store_uow_t *uow, int64_t now, chr_err_t *err)
             rc = b->ferr.code;
             if (err) *err = b->ferr;
             break;
+        }
+        if (b->restart) {
+            /* An earlier unit failed late (tail_failed) and took this one's
+             * statements with it: run it again, as if it came first. */
+            b->restart = false;
+            rc = CHR_OK;
+            if (err) chr_err_clear(err);
+            attempt--;
+            continue;
+        }
+        if (rc == CHR_OK && b->tail && b->tail_unit == u.seq) {
+            /* Its last statement is still to be sent: whom to fail and where
+             * to restart should it fail later. */
+            b->tail_job = b->cur_job;
+            b->tail_pos0 = pos0;
         }
         if (rc != PG_DUPLICATE) break;
         /* Nothing of the unit is written now: is it a retry of stored events? */
@@ -1292,9 +1422,14 @@ static void run_batch(pg_store_t *s, job_t *jobs)
 
     int64_t now = time_now_us();
     for (job_t *j = jobs; j && !b.fatal; j = j->next) {
+        b.cur_job = j;
         j->rc = run_unit(&b, j->uow, now, j->err);
         j->ran = !b.fatal;
     }
+    if (!b.fatal && b.tail) flush_tail(&b); /* may still fail its unit */
+    b.restart = false;
+    free(b.tail);
+    b.tail = NULL;
     if (!b.fatal) {
         char sql[200];
         if (b.pos > head0)
