@@ -1243,8 +1243,18 @@ static int pg_tx_query(store_tx_t *base, const char *sql, const store_val_t *par
 static int flush_deferred(batch_t *b, unit_t *u, chr_err_t *err)
 {
     b->deferred = false;
+    /* The unit's own tail came after the INSERT: it stays deferred. */
+    logged_t *own = b->tail && b->tail_unit == u->seq ? b->tail : NULL;
+    if (own) b->tail = NULL;
     PGresult *r;
     int rc = w_exec(b, u, SQL_INSERT, b->dparams, 8, &r, err);
+    if (own) {
+        if (b->tail) { /* cannot be: w_exec sent any tail; keep the order safe anyway */
+            free(own);
+            return chr_fail(err, CHR_ESTORE, "", "postgres: internal: two deferred statements");
+        }
+        b->tail = own;
+    }
     if (rc) return rc;
     bool dup = strcmp(PQcmdTuples(r), "1") != 0;
     PQclear(r);
