@@ -1015,6 +1015,13 @@ static int apply_append(batch_t *b, unit_t *u, store_append_t *ap, int64_t now, 
     ap->idempotent = false;
 
     if (!expected_ok(ap->expected_version, cur)) {
+        if (b->tail && b->tail_unit != u->seq) {
+            /* cur may count on an earlier unit whose last statement is not
+             * sent yet: it must stand before a conflict is answered. */
+            flush_tail(b);
+            if (b->fatal || b->restart)
+                return chr_fail(err, CHR_ESTORE, "", "postgres: the unit runs again");
+        }
         rc = find_replay(b, u, ap, err);
         if (rc == CHR_ENOTFOUND) return conflict(ap, cur, err);
         return rc;
