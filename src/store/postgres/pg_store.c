@@ -16,7 +16,11 @@
  * argument). Stream versions are read under that lock; a per-process cache
  * of them is trusted only while the head is the one this process committed
  * last (no other instance wrote in between), and UNIQUE (aggregate_id,
- * version) stays the final guard.
+ * version) stays the final guard. Round trips: statements whose answer can
+ * wait travel together in one pipeline (a new stream's version is assumed,
+ * an entity command's INSERT goes with its projection's first statement,
+ * its last projection write with the next round trip); see "Round trips"
+ * in docs/internals/ordering.md.
  *
  * Reads: a pool of reader connections. Live feed: the batch NOTIFYs
  * chronicle_events with the new head; a listener thread with its own
