@@ -415,7 +415,13 @@ static int attempt_run(engine_cmd_t *c)
     engine_t *eng = c->eng;
     engine_result_t *r = c->r;
     const entity_def_t *e = &eng->def->entities[c->entity];
-    int rc = projection_load(&eng->proj, eng->store, c->entity, c->key, &c->state, &r->err);
+    /* A key chronicle just generated (UUIDv7) names no entity yet: its
+     * state is the empty one, without a round trip to the store. Should it
+     * exist after all, the store refuses the append (expected version 0)
+     * and the retry loads it. */
+    int rc = c->generated && c->attempt == 0
+                 ? CHR_OK
+                 : projection_load(&eng->proj, eng->store, c->entity, c->key, &c->state, &r->err);
     if (rc) return finish(c, rc);
     const access_scope_t *scope = &c->scope;
     const char *tenant = access_tenant(scope);

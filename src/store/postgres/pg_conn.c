@@ -550,67 +550,100 @@ int pg_conn_simple(pg_conn_t *c, const char *sql, PGresult **last, chr_err_t *er
     }
 }
 
-/* Sends pre[] and the statement in one pipeline and reads every result.
- * A statement new to this session is prepared inside the same pipeline,
- * after pre[], so that pre[] (a SAVEPOINT) precedes anything that can fail.
- * The first failure wins; later statements come back aborted. */
-static int pipeline_once(pg_conn_t *c, const char *const *pre, size_t n_pre, const char *sql,
-                         const store_val_t *params, size_t n, PGresult **out, bool *pre_failed,
-                         chr_err_t *err)
-{
-    if (n > 65535) return chr_fail(err, CHR_EINVAL, "", "too many statement parameters");
+/* One extended-protocol statement of a pipeline, as sent. */
+typedef struct pipe_stmt {
     char name[32];
-    int64_t id = -1;
-    bool cached = cacheable(sql), prepare = false;
-    char *text = NULL;
-    if (cached && strmap_get(&c->stmts, sql, &id)) {
-        snprintf(name, sizeof name, "chr%" PRId64, id);
-    } else {
-        int n_params = 0;
-        text = pg_translate_placeholders(sql, &n_params);
-        if (!text) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
-        if (cached) {
-            prepare = true;
-            id = c->next_stmt++;
-            snprintf(name, sizeof name, "chr%" PRId64, id);
+    int64_t id;
+    bool cached, prepare, prepared_ok;
+    char *text; /* translated SQL when not already prepared */
+    param_text_t t;
+} pipe_stmt_t;
+
+/* Sends pre[] (parameterless) and stmts[] in one pipeline with one sync and
+ * reads every result: one round trip. A statement new to this session is
+ * prepared inside the same pipeline, just before it, so that pre[] (a
+ * SAVEPOINT) precedes anything that can fail. The first failure wins (later
+ * statements come back aborted): *failed is its index in the order sent
+ * (pre first, then stmts), -1 when none. On CHR_OK every stmts[i].out (when
+ * asked for) is a new result. */
+static int pipeline_once(pg_conn_t *c, const char *const *pre, size_t n_pre, pg_stmt_t *stmts,
+                         size_t n_stmts, int *failed, chr_err_t *err)
+{
+    *failed = -1;
+    pipe_stmt_t local[4];
+    pipe_stmt_t *ps = n_stmts <= 4 ? local : calloc(n_stmts, sizeof *ps);
+    if (!ps) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
+    memset(ps, 0, (n_stmts <= 4 ? 4 : n_stmts) * sizeof *ps);
+    PGresult *outs_local[4] = {0};
+    PGresult **outs = n_stmts <= 4 ? outs_local : calloc(n_stmts, sizeof *outs);
+    int rc = outs ? CHR_OK : chr_fail(err, CHR_ENOMEM, "", "out of memory");
+    size_t ready = 0; /* ps[0..ready) hold resources */
+    for (; rc == CHR_OK && ready < n_stmts; ready++) {
+        pg_stmt_t *st = &stmts[ready];
+        pipe_stmt_t *p = &ps[ready];
+        if (st->n > 65535) {
+            rc = chr_fail(err, CHR_EINVAL, "", "too many statement parameters");
+            break;
+        }
+        p->cached = cacheable(st->sql);
+        if (p->cached && strmap_get(&c->stmts, st->sql, &p->id)) {
+            snprintf(p->name, sizeof p->name, "chr%" PRId64, p->id);
+        } else {
+            int n_params = 0;
+            p->text = pg_translate_placeholders(st->sql, &n_params);
+            if (!p->text) {
+                rc = chr_fail(err, CHR_ENOMEM, "", "out of memory");
+                break;
+            }
+            if (p->cached) {
+                p->prepare = true;
+                p->id = c->next_stmt++;
+                snprintf(p->name, sizeof p->name, "chr%" PRId64, p->id);
+            }
+        }
+        if (params_to_text(&p->t, st->params, st->n) != CHR_OK) {
+            free(p->text);
+            p->text = NULL;
+            rc = chr_fail(err, CHR_ENOMEM, "", "out of memory");
+            break;
         }
     }
-    param_text_t t;
-    if (params_to_text(&t, params, n) != CHR_OK) {
-        free(text);
-        return chr_fail(err, CHR_ENOMEM, "", "out of memory");
-    }
-    bool sent = PQenterPipelineMode(c->pg) == 1;
-    for (size_t i = 0; sent && i < n_pre; i++)
-        sent = PQsendQueryParams(c->pg, pre[i], 0, NULL, NULL, NULL, NULL, 0) == 1;
-    if (sent && prepare) sent = PQsendPrepare(c->pg, name, text, 0, NULL) == 1;
-    if (sent)
-        sent = (cached ? PQsendQueryPrepared(c->pg, name, (int)n, t.vals, NULL, NULL, 0)
-                       : PQsendQueryParams(c->pg, text, (int)n, NULL, t.vals, NULL, NULL, 0)) == 1;
-    if (sent) sent = PQpipelineSync(c->pg) == 1 && PQflush(c->pg) == 0;
-    params_free(&t);
-    free(text);
-    size_t n_queries = n_pre + (prepare ? 1 : 0) + 1;
-    PGresult *bad = NULL, *main = NULL;
-    bool prepared_ok = false;
-    if (sent) {
-        /* Each statement's results end with NULL; the sync ends the pipeline. */
-        for (size_t q = 0; q < n_queries && PQstatus(c->pg) == CONNECTION_OK; q++) {
-            PGresult *r;
-            while ((r = PQgetResult(c->pg)) != NULL) {
-                bool ok = result_ok(r);
-                if (ok && prepare && q == n_pre) prepared_ok = true;
-                if (ok && q == n_queries - 1 && !main && !bad) {
-                    main = r;
-                } else if (!bad && !ok && PQresultStatus(r) != PGRES_PIPELINE_ABORTED) {
-                    bad = r;
-                    *pre_failed = q < n_pre;
-                } else {
-                    PQclear(r);
+    bool sent = false, left = true;
+    PGresult *bad = NULL;
+    if (rc == CHR_OK) {
+        sent = PQenterPipelineMode(c->pg) == 1;
+        for (size_t i = 0; sent && i < n_pre; i++)
+            sent = PQsendQueryParams(c->pg, pre[i], 0, NULL, NULL, NULL, NULL, 0) == 1;
+        for (size_t i = 0; sent && i < n_stmts; i++) {
+            pipe_stmt_t *p = &ps[i];
+            if (p->prepare) sent = PQsendPrepare(c->pg, p->name, p->text, 0, NULL) == 1;
+            if (sent)
+                sent = (p->cached ? PQsendQueryPrepared(c->pg, p->name, (int)stmts[i].n,
+                                                        p->t.vals, NULL, NULL, 0)
+                                  : PQsendQueryParams(c->pg, p->text, (int)stmts[i].n, NULL,
+                                                      p->t.vals, NULL, NULL, 0)) == 1;
+        }
+        if (sent) sent = PQpipelineSync(c->pg) == 1 && PQflush(c->pg) == 0;
+        /* Each query's results end with NULL; the sync ends the pipeline. */
+        for (size_t q = 0; sent && q < n_pre + n_stmts && PQstatus(c->pg) == CONNECTION_OK; q++) {
+            size_t si = q - n_pre; /* the statement, when q >= n_pre */
+            for (int step = q >= n_pre && ps[si].prepare ? 0 : 1; step < 2; step++) {
+                PGresult *r;
+                while ((r = PQgetResult(c->pg)) != NULL) {
+                    bool ok = result_ok(r);
+                    if (ok && step == 0) ps[si].prepared_ok = true;
+                    if (ok && step == 1 && q >= n_pre && !outs[si] && !bad) {
+                        outs[si] = r;
+                    } else if (!bad && !ok && PQresultStatus(r) != PGRES_PIPELINE_ABORTED) {
+                        bad = r;
+                        *failed = (int)q;
+                    } else {
+                        PQclear(r);
+                    }
                 }
             }
         }
-        for (int nulls = 0; nulls < 2 && PQstatus(c->pg) == CONNECTION_OK;) {
+        for (int nulls = 0; sent && nulls < 2 && PQstatus(c->pg) == CONNECTION_OK;) {
             PGresult *r = PQgetResult(c->pg);
             if (!r) {
                 nulls++;
@@ -620,27 +653,48 @@ static int pipeline_once(pg_conn_t *c, const char *const *pre, size_t n_pre, con
             PQclear(r);
             if (sync) break;
         }
+        left = PQstatus(c->pg) == CONNECTION_OK && PQexitPipelineMode(c->pg) == 1;
     }
-    bool left = PQstatus(c->pg) == CONNECTION_OK && PQexitPipelineMode(c->pg) == 1;
-    /* A statement prepared here stays prepared even if the transaction
-     * fails: preparing is not transactional. */
-    if (prepared_ok && left) strmap_put(&c->stmts, sql, id);
-    if (!sent || !left || bad || !main) {
-        int rc;
+    for (size_t i = 0; i < ready; i++) {
+        /* A statement prepared here stays prepared even if the transaction
+         * fails: preparing is not transactional. */
+        if (ps[i].prepared_ok && left) strmap_put(&c->stmts, stmts[i].sql, ps[i].id);
+        params_free(&ps[i].t);
+        free(ps[i].text);
+    }
+    bool all = true;
+    for (size_t i = 0; i < n_stmts && outs; i++)
+        all = all && outs[i];
+    if (rc == CHR_OK && (!sent || !left || bad || !all)) {
         if (!bad && left && sent)
             rc = chr_fail(err, CHR_ESTORE, "", "postgres: the statement returned no result");
         else
             rc = pg_conn_fail(c, bad, "statement", err);
         if (!left) c->broken = true;
-        PQclear(bad);
-        PQclear(main);
-        return rc;
     }
-    if (out)
-        *out = main;
-    else
-        PQclear(main);
-    return CHR_OK;
+    PQclear(bad);
+    for (size_t i = 0; i < n_stmts && outs; i++) {
+        if (rc == CHR_OK && stmts[i].out)
+            *stmts[i].out = outs[i];
+        else
+            PQclear(outs[i]);
+    }
+    if (ps != local) free(ps);
+    if (outs != outs_local) free(outs);
+    return rc;
+}
+
+int pg_conn_pipeline(pg_conn_t *c, const char *const *pre, size_t n_pre, pg_stmt_t *stmts,
+                     size_t n_stmts, int *failed, chr_err_t *err)
+{
+    *failed = -1;
+    for (size_t i = 0; i < n_stmts; i++)
+        if (stmts[i].out) *stmts[i].out = NULL;
+    int rc = pg_conn_ensure(c, err);
+    if (rc) return rc;
+    rc = pipeline_once(c, pre, n_pre, stmts, n_stmts, failed, err);
+    note_tx(c);
+    return rc;
 }
 
 int pg_conn_exec_after(pg_conn_t *c, const char *const *pre, size_t n_pre, const char *sql,
@@ -650,9 +704,9 @@ int pg_conn_exec_after(pg_conn_t *c, const char *const *pre, size_t n_pre, const
     *pre_failed = false;
     if (n_pre == 0) return pg_conn_exec(c, sql, params, n, out, err);
     if (out) *out = NULL;
-    int rc = pg_conn_ensure(c, err);
-    if (rc) return rc;
-    rc = pipeline_once(c, pre, n_pre, sql, params, n, out, pre_failed, err);
-    note_tx(c);
+    pg_stmt_t st = {.sql = sql, .params = params, .n = n, .out = out};
+    int failed;
+    int rc = pg_conn_pipeline(c, pre, n_pre, &st, 1, &failed, err);
+    *pre_failed = failed >= 0 && (size_t)failed < n_pre;
     return rc;
 }

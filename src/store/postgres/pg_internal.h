@@ -109,6 +109,24 @@ int pg_conn_exec_after(pg_conn_t *c, const char *const *pre, size_t n_pre, const
                        const store_val_t *params, size_t n, PGresult **out, bool *pre_failed,
                        chr_err_t *err);
 
+/* A statement of a pipeline: '?' or $n placeholders as for pg_conn_exec;
+ * out (may be NULL) gets its result. */
+typedef struct pg_stmt {
+    const char *sql;
+    const store_val_t *params;
+    size_t n;
+    PGresult **out;
+} pg_stmt_t;
+
+/* The parameterless statements pre[0..n_pre), then stmts[0..n_stmts), all
+ * in one round trip (libpq pipeline mode, one sync). The first failure
+ * fails the call with its error; *failed is its index in the order sent
+ * (pre first), -1 when none failed; what follows it is not run. On CHR_OK
+ * each stmts[i].out (if not NULL) is a new result. Never retried: meant for
+ * statements inside a transaction. */
+int pg_conn_pipeline(pg_conn_t *c, const char *const *pre, size_t n_pre, pg_stmt_t *stmts,
+                     size_t n_stmts, int *failed, chr_err_t *err);
+
 /* Runs one or more parameterless statements with the simple protocol (one
  * round trip). *last (if not NULL) gets the last statement's result, new;
  * the first error stops and is returned as pg_conn_exec does. */

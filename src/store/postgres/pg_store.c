@@ -16,7 +16,11 @@
  * argument). Stream versions are read under that lock; a per-process cache
  * of them is trusted only while the head is the one this process committed
  * last (no other instance wrote in between), and UNIQUE (aggregate_id,
- * version) stays the final guard.
+ * version) stays the final guard. Round trips: statements whose answer can
+ * wait travel together in one pipeline (a new stream's version is assumed,
+ * an entity command's INSERT goes with its projection's first statement,
+ * its last projection write with the next round trip); see "Round trips"
+ * in docs/internals/ordering.md.
  *
  * Reads: a pool of reader connections. Live feed: the batch NOTIFYs
  * chronicle_events with the new head; a listener thread with its own
@@ -682,6 +686,22 @@ typedef struct batch {
      * statement, in the same round trip. */
     const char *pending[8];
     size_t n_pending;
+    /* The running unit's event INSERT, not sent yet: it travels with the
+     * unit's next statement, in the same round trip (see defer_insert). */
+    bool deferred;
+    store_val_t dparams[8];
+    event_t *dev;
+    bool dgenerated;
+    /* A unit's last projection statement, not sent yet (see defer_exec): it
+     * travels with the next statement, whichever unit sends it. */
+    struct logged *tail;
+    uint64_t tail_unit;  /* the seq of the unit it belongs to */
+    job_t *tail_job;     /* that unit's job, once the unit finished */
+    int64_t tail_pos0;   /* the last position before that unit */
+    bool restart;        /* an earlier unit's tail failed: the running unit runs again */
+    int64_t restart_pos; /* from this position */
+    uint64_t seq;        /* units run so far */
+    job_t *cur_job;
 } batch_t;
 
 /* A statement an apply callback ran, kept to run again should a later
@@ -701,6 +721,10 @@ typedef struct unit {
     bool savepoint;
     bool aborted;    /* a statement failed; the transaction needs ROLLBACK TO */
     bool log_failed; /* a statement could not be logged: no recovery */
+    bool defer;      /* its one event's INSERT may wait for its next statement */
+    bool no_guess;   /* read stream versions, do not assume new streams are new */
+    bool dup;        /* the deferred INSERT met a unique constraint */
+    uint64_t seq;    /* b->seq when it started */
     logged_t *log, **log_tail;
 } unit_t;
 
@@ -722,6 +746,13 @@ static void batch_fatal(batch_t *b, const chr_err_t *err)
 /* A statement on the writer's transaction. A lost connection loses the
  * batch; so does any failure outside a savepoint (the transaction is
  * aborted then). */
+static void tail_failed(batch_t *b, const chr_err_t *terr);
+
+/* A statement on the writer's transaction. A lost connection loses the
+ * batch; so does any failure outside a savepoint (the transaction is
+ * aborted then). What waits to be sent goes first, all in one round trip:
+ * the tail of an earlier unit, the pending savepoint statements, the
+ * running unit's deferred INSERT, its own tail, then sql. */
 static int w_exec(batch_t *b, unit_t *u, const char *sql, const store_val_t *p, size_t n,
                   PGresult **out, chr_err_t *err)
 {
@@ -731,13 +762,60 @@ static int w_exec(batch_t *b, unit_t *u, const char *sql, const store_val_t *p, 
     }
     chr_err_t local;
     if (!err) err = &local;
-    bool pre_failed = false;
-    int rc =
-        pg_conn_exec_after(&b->s->w, b->pending, b->n_pending, sql, p, n, out, &pre_failed, err);
+    if (b->restart)
+        return chr_fail(err, CHR_ESTORE, "", "postgres: the unit runs again (an earlier one failed)");
+    struct logged *tail = b->tail;
+    bool own_tail = tail && u && b->tail_unit == u->seq;
+    pg_stmt_t st[sizeof b->pending / sizeof b->pending[0] + 3];
+    size_t k = 0;
+    int i_tail = -1;
+    PGresult *ins = NULL;
+    if (tail && !own_tail) {
+        i_tail = (int)k;
+        st[k++] = (pg_stmt_t){.sql = tail->sql, .params = tail->params, .n = tail->n};
+    }
+    size_t p0 = k;
+    for (size_t i = 0; i < b->n_pending; i++)
+        st[k++] = (pg_stmt_t){.sql = b->pending[i]};
+    size_t p1 = k;
+    bool deferred = b->deferred;
+    if (deferred)
+        st[k++] = (pg_stmt_t){.sql = SQL_INSERT, .params = b->dparams, .n = 8, .out = &ins};
+    if (own_tail) {
+        i_tail = (int)k;
+        st[k++] = (pg_stmt_t){.sql = tail->sql, .params = tail->params, .n = tail->n};
+    }
+    st[k++] = (pg_stmt_t){.sql = sql, .params = p, .n = n, .out = out};
+    b->tail = NULL;
+    b->deferred = false;
     b->n_pending = 0;
-    if (rc == CHR_OK) return rc;
+    int failed = -1, rc;
+    if (k == 1)
+        rc = pg_conn_exec(&b->s->w, sql, p, n, out, err);
+    else
+        rc = pg_conn_pipeline(&b->s->w, NULL, 0, st, k, &failed, err);
+    free(tail);
+    bool pre_failed = failed >= 0 && (size_t)failed >= p0 && (size_t)failed < p1;
+    if (rc == CHR_OK && deferred && strcmp(PQcmdTuples(ins), "1") != 0) {
+        /* Nothing inserted: the unit is to be undone (its savepoint) and
+         * looked at again as a duplicate (run_unit). */
+        if (out) {
+            PQclear(*out);
+            *out = NULL;
+        }
+        if (b->dgenerated) b->dev->id[0] = '\0';
+        if (u) u->dup = true;
+        rc = chr_fail(err, CHR_ECONFLICT, "", "postgres: the event is stored already");
+    }
+    PQclear(ins);
+    if (rc == CHR_OK || (u && u->dup)) return rc;
     if (rc == CHR_EUNAVAILABLE || b->s->w.broken || pre_failed) {
         batch_fatal(b, err);
+    } else if (failed >= 0 && failed == i_tail && !own_tail) {
+        /* An earlier unit's statement failed: that unit fails, this one
+         * runs again (its statements came back aborted). */
+        tail_failed(b, err);
+        rc = chr_fail(err, CHR_ESTORE, "", "postgres: the unit runs again (an earlier one failed)");
     } else if (PQtransactionStatus(b->s->w.pg) == PQTRANS_INERROR) {
         if (u && u->savepoint)
             u->aborted = true;
@@ -761,6 +839,8 @@ static bool with_pending(batch_t *b, const char *sql, char *buf, size_t size)
     return w >= 0 && (size_t)w < size - o;
 }
 
+static void flush_tail(batch_t *b);
+
 /* Parameterless control statements (savepoints, commit), after whatever
  * is pending; failing loses the batch. */
 static int w_simple(batch_t *b, const char *sql, chr_err_t *err)
@@ -771,6 +851,11 @@ static int w_simple(batch_t *b, const char *sql, chr_err_t *err)
     }
     chr_err_t local;
     if (!err) err = &local;
+    if (b->tail) flush_tail(b);
+    if (b->fatal) {
+        *err = b->ferr;
+        return b->ferr.code;
+    }
     char buf[512];
     int rc;
     if (!with_pending(b, sql, buf, sizeof buf))
@@ -785,10 +870,20 @@ static int w_simple(batch_t *b, const char *sql, chr_err_t *err)
 /* The stream's version as of now in this transaction: from the cache
  * (valid while the head lock is held and no other instance committed since
  * this process last did) or the table. */
-static int writer_version(batch_t *b, unit_t *u, const char *stream, int64_t *v, chr_err_t *err)
+static int writer_version(batch_t *b, unit_t *u, const char *stream, bool guess, int64_t *v,
+                          chr_err_t *err)
 {
     pg_store_t *s = b->s;
     if (strmap_get(&s->versions, stream, v)) return CHR_OK;
+    if (guess) {
+        /* An append that expects a new stream assumes it: the INSERT of
+         * version 1 then either succeeds (it was new) or meets UNIQUE
+         * (aggregate_id, version), and run_unit decides again with the
+         * version read. Saves a round trip per new stream (every entity
+         * created with a generated key). */
+        *v = 0;
+        return CHR_OK;
+    }
     store_val_t p = {.type = SV_TEXT, .s = stream};
     PGresult *r;
     int rc = w_exec(b, u, SQL_VERSION, &p, 1, &r, err);
@@ -875,20 +970,25 @@ static int find_replay(batch_t *b, unit_t *u, store_append_t *ap, chr_err_t *err
 
 /* Inserts one event whose fields are all set. *dup: nothing was inserted
  * because a unique constraint already holds the row. */
+/* SQL_INSERT's parameters for ev (borrowed from it and stream). */
+static void insert_params(store_val_t p[8], const char *stream, const event_t *ev)
+{
+    p[0] = (store_val_t){.type = SV_TEXT, .s = ev->id};
+    p[1] = (store_val_t){.type = SV_TEXT, .s = ev->type};
+    p[2] = (store_val_t){.type = SV_TEXT, .s = stream};
+    p[3] = (store_val_t){.type = SV_TEXT, .s = ev->data};
+    p[4] = (store_val_t){.type = SV_INT, .i = ev->timestamp};
+    p[5] = ev->metadata ? (store_val_t){.type = SV_TEXT, .s = ev->metadata}
+                        : (store_val_t){.type = SV_NULL};
+    p[6] = (store_val_t){.type = SV_INT, .i = ev->version};
+    p[7] = (store_val_t){.type = SV_INT, .i = ev->position};
+}
+
 static int insert_event(batch_t *b, unit_t *u, const char *stream, const event_t *ev, bool *dup,
                         chr_err_t *err)
 {
-    store_val_t p[8] = {
-        {.type = SV_TEXT, .s = ev->id},
-        {.type = SV_TEXT, .s = ev->type},
-        {.type = SV_TEXT, .s = stream},
-        {.type = SV_TEXT, .s = ev->data},
-        {.type = SV_INT, .i = ev->timestamp},
-        ev->metadata ? (store_val_t){.type = SV_TEXT, .s = ev->metadata}
-                     : (store_val_t){.type = SV_NULL},
-        {.type = SV_INT, .i = ev->version},
-        {.type = SV_INT, .i = ev->position},
-    };
+    store_val_t p[8];
+    insert_params(p, stream, ev);
     PGresult *r;
     int rc = w_exec(b, u, SQL_INSERT, p, 8, &r, err);
     if (rc) return rc;
@@ -900,6 +1000,7 @@ static int insert_event(batch_t *b, unit_t *u, const char *stream, const event_t
 typedef struct undo {
     const char *stream;
     int64_t version;
+    bool guessed; /* the version was assumed, not known: forget it on undo */
 } undo_t;
 
 /* Applies one append in the open transaction. Records the old cached
@@ -908,13 +1009,23 @@ static int apply_append(batch_t *b, unit_t *u, store_append_t *ap, int64_t now, 
                         chr_err_t *err)
 {
     int64_t cur;
-    int rc = writer_version(b, u, ap->stream, &cur, err);
+    bool known = strmap_get(&b->s->versions, ap->stream, &cur);
+    int rc = writer_version(b, u, ap->stream, ap->expected_version == STORE_NO_STREAM && !u->no_guess,
+                            &cur, err);
     if (rc) return rc;
     undo->stream = ap->stream;
     undo->version = cur;
+    undo->guessed = !known && ap->expected_version == STORE_NO_STREAM && !u->no_guess;
     ap->idempotent = false;
 
     if (!expected_ok(ap->expected_version, cur)) {
+        if (b->tail && b->tail_unit != u->seq) {
+            /* cur may count on an earlier unit whose last statement is not
+             * sent yet: it must stand before a conflict is answered. */
+            flush_tail(b);
+            if (b->fatal || b->restart)
+                return chr_fail(err, CHR_ESTORE, "", "postgres: the unit runs again");
+        }
         rc = find_replay(b, u, ap, err);
         if (rc == CHR_ENOTFOUND) return conflict(ap, cur, err);
         return rc;
@@ -935,6 +1046,13 @@ static int apply_append(batch_t *b, unit_t *u, store_append_t *ap, int64_t now, 
         if (ev->timestamp == 0) ev->timestamp = now;
         ev->version = cur + 1 + (int64_t)i;
         ev->position = ++b->pos;
+        if (u->defer) { /* see defer_insert */
+            insert_params(b->dparams, ap->stream, ev);
+            b->dev = ev;
+            b->dgenerated = generated;
+            b->deferred = true;
+            continue;
+        }
         bool dup = false;
         rc = insert_event(b, u, ap->stream, ev, &dup, err);
         if (!rc && !dup) continue;
@@ -950,7 +1068,9 @@ static void undo_cache(pg_store_t *s, undo_t *undo, size_t n)
 {
     for (size_t i = n; i-- > 0;) {
         if (!undo[i].stream) continue;
-        if (strmap_put(&s->versions, undo[i].stream, undo[i].version) != 0)
+        if (undo[i].guessed)
+            strmap_del(&s->versions, undo[i].stream);
+        else if (strmap_put(&s->versions, undo[i].stream, undo[i].version) != 0)
             strmap_clear(&s->versions);
         undo[i].stream = NULL;
     }
@@ -978,16 +1098,15 @@ static void log_free(unit_t *u)
 }
 
 /* Keeps a copy of a statement the apply callback ran successfully. */
-static void log_stmt(unit_t *u, const char *sql, const store_val_t *params, size_t n)
+/* A copy of a statement and its parameters in one allocation; NULL when out
+ * of memory. */
+static logged_t *stmt_copy(const char *sql, const store_val_t *params, size_t n)
 {
     size_t size = sizeof(logged_t) + n * sizeof(store_val_t) + strlen(sql) + 1;
     for (size_t i = 0; i < n; i++)
         if (params[i].type == SV_TEXT && params[i].s) size += strlen(params[i].s) + 1;
     logged_t *l = malloc(size);
-    if (!l) {
-        u->log_failed = true;
-        return;
-    }
+    if (!l) return NULL;
     l->next = NULL;
     l->n = n;
     l->params = (store_val_t *)(l + 1);
@@ -1005,8 +1124,56 @@ static void log_stmt(unit_t *u, const char *sql, const store_val_t *params, size
             text += len;
         }
     }
+    return l;
+}
+
+static void log_stmt(unit_t *u, const char *sql, const store_val_t *params, size_t n)
+{
+    logged_t *l = stmt_copy(sql, params, n);
+    if (!l) {
+        u->log_failed = true;
+        return;
+    }
     *u->log_tail = l;
     u->log_tail = &l->next;
+}
+
+/* An earlier unit's tail failed (the transaction is aborted): back to that
+ * unit's savepoint, which still exists (the RELEASE after the tail came back
+ * aborted), fail that unit alone, and have the running unit, if any, run
+ * again from that unit's first position. */
+static void tail_failed(batch_t *b, const chr_err_t *terr)
+{
+    job_t *j = b->tail_job;
+    if (j) {
+        j->rc = terr->code;
+        if (j->err) *j->err = *terr;
+    }
+    /* Units after it may have cached versions that counted on it. */
+    strmap_clear(&b->s->versions);
+    chr_err_t e;
+    if (pg_conn_simple(&b->s->w, "ROLLBACK TO SAVEPOINT unit", NULL, &e) != CHR_OK) {
+        batch_fatal(b, &e);
+        return;
+    }
+    b->pos = b->tail_pos0;
+    b->restart = true;
+    b->restart_pos = b->tail_pos0;
+}
+
+/* Sends the tail on its own (before a control statement or the commit). */
+static void flush_tail(batch_t *b)
+{
+    logged_t *t = b->tail;
+    b->tail = NULL;
+    chr_err_t e;
+    int rc = pg_conn_exec(&b->s->w, t->sql, t->params, t->n, NULL, &e);
+    free(t);
+    if (rc == CHR_OK) return;
+    if (rc == CHR_EUNAVAILABLE || b->s->w.broken)
+        batch_fatal(b, &e);
+    else
+        tail_failed(b, &e);
 }
 
 /* A statement of the apply callback failed (the transaction is aborted) and
@@ -1019,6 +1186,7 @@ static int unit_recover(unit_t *u, chr_err_t *err)
     batch_t *b = u->b;
     if (u->log_failed)
         return chr_fail(err, CHR_ENOMEM, "", "out of memory keeping the unit's statements");
+    b->deferred = false; /* sent already (a statement failed after it); redone below */
     int rc = w_simple(b, "ROLLBACK TO SAVEPOINT unit", err);
     for (size_t a = 0; !rc && a < u->uow->n_appends; a++) {
         store_append_t *ap = &u->uow->appends[a];
@@ -1044,6 +1212,18 @@ static int pg_tx_exec(store_tx_t *base, const char *sql, const store_val_t *para
         int rc = unit_recover(u, err);
         if (rc) return rc;
     }
+    if (u->defer && !changes && !u->b->fatal && !u->b->restart) {
+        /* defer_exec: the statement waits to travel with the next one sent
+         * (the unit's next, the next unit's first, or the commit's); its
+         * failure then fails this unit alone (see tail_failed). */
+        logged_t *t = u->b->tail ? NULL : stmt_copy(sql, params, n); /* one at a time */
+        if (t) {
+            u->b->tail = t;
+            u->b->tail_unit = u->seq;
+            log_stmt(u, sql, params, n);
+            return CHR_OK;
+        }
+    }
     PGresult *r;
     int rc = w_exec(u->b, u, sql, params, n, &r, err);
     if (rc) return rc;
@@ -1067,6 +1247,31 @@ static int pg_tx_query(store_tx_t *base, const char *sql, const store_val_t *par
     rc = deliver_rows(r, fn, user, err);
     PQclear(r);
     return rc;
+}
+
+/* Sends the unit's deferred INSERT on its own: the callback ran no
+ * statement to carry it. PG_DUPLICATE when nothing was inserted. */
+static int flush_deferred(batch_t *b, unit_t *u, chr_err_t *err)
+{
+    b->deferred = false;
+    /* The unit's own tail came after the INSERT: it stays deferred. */
+    logged_t *own = b->tail && b->tail_unit == u->seq ? b->tail : NULL;
+    if (own) b->tail = NULL;
+    PGresult *r;
+    int rc = w_exec(b, u, SQL_INSERT, b->dparams, 8, &r, err);
+    if (own) {
+        if (b->tail) { /* cannot be: w_exec sent any tail; keep the order safe anyway */
+            free(own);
+            return chr_fail(err, CHR_ESTORE, "", "postgres: internal: two deferred statements");
+        }
+        b->tail = own;
+    }
+    if (rc) return rc;
+    bool dup = strcmp(PQcmdTuples(r), "1") != 0;
+    PQclear(r);
+    if (!dup) return CHR_OK;
+    if (b->dgenerated) b->dev->id[0] = '\0';
+    return PG_DUPLICATE;
 }
 
 /* Opens the unit's savepoint (releasing the previous unit's): queued, to be
@@ -1103,14 +1308,22 @@ static int run_unit(batch_t *b, store_uow_t *uow, int64_t now, chr_err_t *err)
     undo_t undo_local[8];
     undo_t *undo = n_undo <= 8 ? undo_local : malloc(n_undo * sizeof *undo);
     if (!undo) return chr_fail(err, CHR_ENOMEM, "", "out of memory");
-    const int64_t pos0 = b->pos;
+    int64_t pos0 = b->pos;
 
     int rc = CHR_OK;
     for (int attempt = 0; attempt < 2; attempt++) {
         memset(undo, 0, n_undo * sizeof *undo);
         b->pos = pos0;
         if (savepoint) savepoint_begin(b);
-        unit_t u = {.b = b, .uow = uow, .savepoint = savepoint};
+        /* A one-event unit with projection work (an entity command) defers
+         * its INSERT to go with the callback's first statement: it has a
+         * savepoint, so a duplicate found then undoes the unit alone. */
+        unit_t u = {.b = b,
+                    .uow = uow,
+                    .savepoint = savepoint,
+                    .defer = savepoint && uow->apply && n_events == 1 && uow->n_appends == 1,
+                    .no_guess = attempt > 0,
+                    .seq = ++b->seq};
         u.log_tail = &u.log;
         size_t a = 0;
         for (; a < uow->n_appends && rc == CHR_OK; a++)
@@ -1121,9 +1334,21 @@ static int run_unit(batch_t *b, store_uow_t *uow, int64_t now, chr_err_t *err)
             if (rc && err && err->code == CHR_OK) chr_fail(err, rc, "", "projection update failed");
             if (rc == CHR_OK && u.aborted) rc = unit_recover(&u, err);
         }
+        if (rc == CHR_OK && b->deferred) rc = flush_deferred(b, &u, err);
+        if (u.dup) rc = PG_DUPLICATE;
+        if (b->restart && rc == CHR_OK) rc = CHR_ESTORE; /* whatever the callback made of it */
         log_free(&u);
         if (rc) {
+            b->deferred = false; /* never sent: nothing to undo */
+            if (b->tail && b->tail_unit == u.seq) { /* not sent: goes with the unit */
+                free(b->tail);
+                b->tail = NULL;
+            }
             undo_cache(s, undo, a);
+            if (b->restart) { /* see tail_failed */
+                strmap_clear(&s->versions);
+                pos0 = b->restart_pos;
+            }
             b->pos = pos0;
             if (savepoint) savepoint_rollback(b);
         }
@@ -1132,13 +1357,35 @@ static int run_unit(batch_t *b, store_uow_t *uow, int64_t now, chr_err_t *err)
             if (err) *err = b->ferr;
             break;
         }
+        if (b->restart) {
+            /* An earlier unit failed late (tail_failed) and took this one's
+             * statements with it: run it again, as if it came first. */
+            b->restart = false;
+            rc = CHR_OK;
+            if (err) chr_err_clear(err);
+            attempt--;
+            continue;
+        }
+        if (rc == CHR_OK && b->tail && b->tail_unit == u.seq) {
+            /* Its last statement is still to be sent: whom to fail and where
+             * to restart should it fail later. */
+            b->tail_job = b->cur_job;
+            b->tail_pos0 = pos0;
+        }
         if (rc != PG_DUPLICATE) break;
         /* Nothing of the unit is written now: is it a retry of stored events? */
+        if (err) chr_err_clear(err);
         rc = replay_unit(b, NULL, uow, err);
         if (rc != CHR_ENOTFOUND) break;
-        /* A (stream, version) was taken behind our back: forget the cache
-         * and decide again once. */
+        /* A (stream, version) was taken behind our back, or a stream
+         * assumed new was not: forget the cache and decide again once, with
+         * every version read. */
         strmap_clear(&s->versions);
+        if (attempt == 0) {
+            rc = CHR_OK;
+            if (err) chr_err_clear(err);
+            continue;
+        }
         rc = chr_fail(err, CHR_ECONFLICT, "expected_version",
                       "a concurrent writer appended to the stream; retry");
     }
@@ -1196,9 +1443,14 @@ static void run_batch(pg_store_t *s, job_t *jobs)
 
     int64_t now = time_now_us();
     for (job_t *j = jobs; j && !b.fatal; j = j->next) {
+        b.cur_job = j;
         j->rc = run_unit(&b, j->uow, now, j->err);
         j->ran = !b.fatal;
     }
+    if (!b.fatal && b.tail) flush_tail(&b); /* may still fail its unit */
+    b.restart = false;
+    free(b.tail);
+    b.tail = NULL;
     if (!b.fatal) {
         char sql[200];
         if (b.pos > head0)
