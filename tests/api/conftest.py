@@ -190,7 +190,7 @@ class Server:
         listening = threading.Event()
         found = {}
         stdout = open(os.path.join(self.dir, f"stdout.{self.runs}.log"), "wb")
-        self.proc = subprocess.Popen(self.argv(), env=self.env, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.argv(), env=self.env, stdin=subprocess.DEVNULL, cwd=self.dir,
                                      stdout=stdout, stderr=subprocess.PIPE)
         stdout.close()
         proc = self.proc
