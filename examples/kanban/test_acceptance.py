@@ -90,14 +90,21 @@ def want_hint(title):
     return f"Start with the smallest part of \"{title}\" you can finish today."
 
 
+# Deadlines, not sleeps: a feed that failed while the other instance was
+# down backs off for up to 10 s before it reads again, and on a loaded CI
+# machine each hop of the chain (api feed -> worker -> worker's own
+# reactions -> api feed) can take seconds.
+CHAIN_S = 60
+
+
 def process_until_hinted(api, worker, titles):
     """Waits for the jobs of titles (key -> title), runs the processor and
     waits for every hint."""
-    wait_until(lambda: set(titles) <= set(open_jobs(worker)), 20, msg="the agent jobs")
+    wait_until(lambda: set(titles) <= set(open_jobs(worker)), CHAIN_S, msg="the agent jobs")
     out = run_processor(worker)
     assert f"{len(titles)} result(s) posted" in out, out
     want = {k: want_hint(t) for k, t in titles.items()}
-    wait_until(lambda: hints(api, titles) == want, 20, msg="the hints")
+    wait_until(lambda: hints(api, titles) == want, CHAIN_S, msg="the hints")
 
 
 def one_of_each(api, worker, keys):
@@ -163,14 +170,14 @@ def test_api_stopped_the_worker_retries_its_feed_and_resumes(pair):
     api, worker = pair
     board(api)
     first = {create_task(api, "Before"): "Before"}
-    wait_until(lambda: set(first) <= set(open_jobs(worker)), 20, msg="the first job")
+    wait_until(lambda: set(first) <= set(open_jobs(worker)), CHAIN_S, msg="the first job")
     assert api.stop() == 0
 
     def feed_error():
         c = {c["name"]: c for c in expect_json(worker.get("/v1/consumers"), 200)["consumers"]}["open_job"]
         return c["last_error"] and "GET" in c["last_error"] and c["last_error_at"] and c
 
-    err = wait_until(feed_error, 20, msg="the worker's feed error")
+    err = wait_until(feed_error, CHAIN_S, msg="the worker's feed error")
     assert api.url.split("//")[1] in err["last_error"]
     # The worker keeps serving meanwhile, and its results queue up for the api.
     out = run_processor(worker)
@@ -179,7 +186,7 @@ def test_api_stopped_the_worker_retries_its_feed_and_resumes(pair):
 
     api.start()
     after = {create_task(api, "After"): "After"}
-    wait_until(lambda: hints(api, first) == {k: want_hint(t) for k, t in first.items()}, 20,
+    wait_until(lambda: hints(api, first) == {k: want_hint(t) for k, t in first.items()}, CHAIN_S,
                msg="the hint drafted while the api was down")
     process_until_hinted(api, worker, after)
     one_of_each(api, worker, {**first, **after})

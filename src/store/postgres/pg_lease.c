@@ -73,6 +73,18 @@ bool pg_lease_check(store_lease_t *base)
 void pg_lease_release(store_lease_t *base)
 {
     pg_lease_t *l = (pg_lease_t *)base;
-    pg_conn_close(&l->conn); /* ending the session releases the lock */
+    /* Unlock first, and wait for it: closing the session also releases
+     * the lock, but the server does that after we have gone, so another
+     * instance trying right after this returns could still find it held. */
+    if (!l->lost && l->conn.generation == l->generation) {
+        char sql[96];
+        snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%d, hashtext($1))",
+                 PG_LOCK_LEASE_CLASS);
+        store_val_t p = {.type = SV_TEXT, .s = l->base.name};
+        PGresult *r = NULL;
+        chr_err_t err = {0};
+        if (pg_conn_exec(&l->conn, sql, &p, 1, &r, &err) == CHR_OK) PQclear(r);
+    }
+    pg_conn_close(&l->conn); /* ending the session releases it in any case */
     free(l);
 }
