@@ -78,20 +78,23 @@ void http_handle_events(http_req_t *req)
     store_t *store = req->ctx->store;
     chr_err_t err;
     chr_err_clear(&err);
+    /* The head first: every event at or below it is visible to the page's
+     * read, so when that read comes back short, nothing up to it is left
+     * unread and next_after may move there (past events of other types). */
+    int64_t head = 0;
+    if (store_head_position(store, &head, &err) != CHR_OK) {
+        http_problem_err(req, &err, false, NULL);
+        return;
+    }
     event_list_t list = {0};
     if (store_read_all(store, after, (size_t)limit, types, n_types, &list, &err) != CHR_OK) {
         event_list_free(&list);
         http_problem_err(req, &err, true, NULL);
         return;
     }
-    int64_t head = 0;
-    if (store_head_position(store, &head, &err) != CHR_OK) {
-        event_list_free(&list);
-        http_problem_err(req, &err, false, NULL);
-        return;
-    }
     int64_t next_after = list.len ? list.items[list.len - 1].position : after;
-    if (list.len && head < next_after) head = next_after; /* a commit between the reads */
+    if (list.len < (size_t)limit && head > next_after) next_after = head;
+    if (list.len && head < next_after) head = next_after; /* commits after the head was read */
     /* Events the caller may not see are dropped after paging: a page may
      * hold fewer than limit events; next_after still moves past them. */
     engine_filter_events(req->ctx->engine, &scope, &list);

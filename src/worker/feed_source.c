@@ -137,10 +137,10 @@ static int feed_read(void *user, int64_t after, size_t limit, const sink_filter_
     int rc = get_json(f, q, &j, err);
     if (rc) return rc;
     const json_t *events = json_object_get(j, "events");
-    const json_t *head = json_object_get(j, "head");
-    if (!json_is_array(events) || !json_is_integer(head)) {
+    const json_t *next = json_object_get(j, "next_after");
+    if (!json_is_array(events) || !json_is_integer(next)) {
         json_decref(j);
-        return chr_fail(err, CHR_EUNAVAILABLE, "", "the feed's answer has no events or head");
+        return chr_fail(err, CHR_EUNAVAILABLE, "", "the feed's answer has no events or next_after");
     }
     size_t i;
     const json_t *e;
@@ -153,9 +153,11 @@ static int feed_read(void *user, int64_t after, size_t limit, const sink_filter_
             return rc == CHR_ENOMEM ? chr_fail(err, rc, "", "out of memory") : rc;
         }
     }
+    /* next_after, not head: the server moves it past what its read covered
+     * only (a head read after the page could cover events it never saw). */
     int64_t last = out->len ? out->items[out->len - 1].position : after;
-    int64_t h = json_integer_value(head);
-    *scanned = out->len < limit && h > last ? h : last;
+    int64_t n_after = json_integer_value(next);
+    *scanned = n_after > last ? n_after : last;
     json_decref(j);
     return CHR_OK;
 }
